@@ -94,9 +94,7 @@ def test_bad_input_fails_naming_the_variable(host, tmp_path, extra_vars, variabl
     if hostname != "layout-debian12":
         pytest.skip("validation does not depend on the platform; one host is enough")
     playbook = tmp_path / "playbook.yml"
-    playbook.write_text(
-        "- hosts: all\n  gather_facts: false\n  roles:\n    - djangoops.maintenance.project\n"
-    )
+    playbook.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - djangoops.maintenance.project\n")
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(extra_vars))
     # A bare inventory of just this host: none of the scenario's variables.

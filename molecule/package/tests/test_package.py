@@ -60,11 +60,28 @@ def playbook_runs(outside, installed):
 def test_tarball_holds_the_collection_and_nothing_else(tarball):
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
-    for wanted in ("MANIFEST.json", "meta/runtime.yml", "roles/project/tasks/main.yml",
-                   "roles/project/meta/argument_specs.yml", "README.md", "LICENSE", "requirements.yml"):
+    for wanted in (
+        "MANIFEST.json",
+        "meta/runtime.yml",
+        "roles/project/tasks/main.yml",
+        "roles/project/meta/argument_specs.yml",
+        "README.md",
+        "LICENSE",
+        "requirements.yml",
+    ):
         assert wanted in names, wanted
-    for unwanted in ("molecule", "tools", "collections", "inventories", ".cache", ".venv", ".git",
-                     "ansible.cfg", "requirements.txt", "constraints.txt"):
+    for unwanted in (
+        "molecule",
+        "tools",
+        "collections",
+        "inventories",
+        ".cache",
+        ".venv",
+        ".git",
+        "ansible.cfg",
+        "requirements.txt",
+        "constraints.txt",
+    ):
         assert not any(n == unwanted or n.startswith(unwanted + "/") for n in names), unwanted
 
 
@@ -83,4 +100,6 @@ def test_example_playbook_applies_the_role(host, playbook_runs):
 
 def test_second_run_changes_nothing(host, playbook_runs):
     recap = playbook_runs[1].split("PLAY RECAP", 1)[1]
-    assert re.search(rf"{host.backend.get_hostname()}\s+:\s+ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", recap), recap
+    assert re.search(rf"{host.backend.get_hostname()}\s+:\s+ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", recap), (
+        recap
+    )

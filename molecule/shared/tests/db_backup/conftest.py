@@ -1,0 +1,161 @@
+"""Helpers for the backup scenarios: engine-specific SQL run as the database superuser,
+the state of the backups directory, and running the scripts."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+VARS = yaml.safe_load((ROOT / "molecule/shared/backup_vars.yml").read_text())
+HOME = "/home/shop"
+COMMANDS = f"{HOME}/commands"
+BACKUPS = f"{HOME}/db_backups"
+LOGS = f"{HOME}/logs"
+DB_NAME = VARS["test_db_name"]
+DB_USER = VARS["test_db_user"]
+PASSWORD = VARS["test_db_password"]
+
+
+class PostgreSQL:
+    service = "postgresql"
+    dump_process = "pg_dump"
+    checksum_sql = (
+        "SELECT md5(string_agg(concat_ws('|', id, name, body, data::text, created), '#' ORDER BY id)) FROM catalog_item"
+    )
+    damage_sql = "UPDATE catalog_item SET name = 'damaged' WHERE id < 50; DELETE FROM catalog_item WHERE id > 400"
+
+    def __init__(self, host):
+        self.host = host
+
+    # SQL goes on stdin: a command line (and runuser's journal entry) would show it.
+    def sql(self, statement, database=DB_NAME, check=True):
+        result = self.host.run(
+            "printf '%%s' %s | runuser -u postgres -- env PGDATABASE=%s psql -X -tA -v ON_ERROR_STOP=1",
+            statement,
+            database,
+        )
+        if check:
+            assert result.rc == 0, result.stderr
+        return result.stdout.strip()
+
+    def client_command(self):
+        return f"runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q -v ON_ERROR_STOP=1"
+
+    def database_exists(self, name):
+        return self.sql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", database="postgres") == "1"
+
+    def set_password(self, password):
+        user = '"' + DB_USER.replace('"', '""') + '"'
+        literal = "'" + password.replace("'", "''") + "'"
+        self.sql(f"ALTER ROLE {user} PASSWORD {literal}", database="postgres")
+
+    def lock_table_command(self, seconds):
+        return (
+            f"runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q -c "
+            f'"BEGIN; LOCK TABLE catalog_item IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds});"'
+        )
+
+    def release_locks(self):
+        self.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()",
+            database="postgres",
+        )
+
+
+class MariaDB:
+    service = "mariadb"
+    dump_process = "mariadb-dump"
+    checksum_sql = (
+        "SET SESSION group_concat_max_len = 1073741824; "
+        "SELECT MD5(GROUP_CONCAT(CONCAT_WS('|', id, name, body, data, created) ORDER BY id SEPARATOR '#')) "
+        "FROM catalog_item"
+    )
+    damage_sql = "UPDATE catalog_item SET name = 'damaged' WHERE id < 50; DELETE FROM catalog_item WHERE id > 400"
+
+    def __init__(self, host):
+        self.host = host
+
+    def sql(self, statement, database=DB_NAME, check=True):
+        args = ["mariadb --default-character-set=utf8mb4 --batch --skip-column-names"]
+        if database:
+            args.append(f"--database={quote(database)}")
+        result = self.host.run("printf '%%s' %s | " + " ".join(args), statement)
+        if check:
+            assert result.rc == 0, result.stderr
+        return result.stdout.strip()
+
+    def client_command(self):
+        return f"mariadb --default-character-set=utf8mb4 --database={quote(DB_NAME)}"
+
+    def database_exists(self, name):
+        return (
+            self.sql(f"SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{name}'", database=None)
+            == "1"
+        )
+
+    def set_password(self, password):
+        user = "'" + DB_USER.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        literal = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        for client_host in ("localhost", "127.0.0.1"):
+            self.sql(f"ALTER USER {user}@'{client_host}' IDENTIFIED BY {literal}", database=None)
+
+    def lock_table_command(self, seconds):
+        return (
+            f"mariadb --default-character-set=utf8mb4 --database={quote(DB_NAME)} -e "
+            f'"LOCK TABLES catalog_item WRITE; SELECT SLEEP({seconds});"'
+        )
+
+    def release_locks(self):
+        ids = self.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'", database=None)
+        for thread in ids.split():
+            self.sql(f"KILL {thread}", database=None, check=False)
+
+
+def quote(value):
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture(scope="module")
+def variables(host):
+    return host.ansible.get_variables()
+
+
+@pytest.fixture(scope="module")
+def engine(host, variables):
+    return {"postgresql": PostgreSQL, "mysql": MariaDB}[variables["db_backup_engine"]](host)
+
+
+@pytest.fixture
+def run(host):
+    """Runs a script from commands/ as root (the scripts switch to the project user)."""
+
+    def _run(script, *args, stdin=None):
+        command = " ".join([f"{COMMANDS}/{script}", *(quote(a) for a in args)])
+        if stdin is None:
+            command += " </dev/null"
+        else:
+            command = f"printf '%s\\n' {quote(stdin)} | {command}"
+        return host.run(command)
+
+    return _run
+
+
+@pytest.fixture
+def backups_state(host):
+    """What must not change when a run fails: where latest points, that file's sha256,
+    the published files, and that no partial file is left behind."""
+
+    def _state():
+        latest = host.run(f"readlink {BACKUPS}/latest").stdout.strip()
+        sha = host.run(f"sha256sum {BACKUPS}/{latest}").stdout.split()[0] if latest else ""
+        files = sorted(host.run(f"ls -A {BACKUPS}").stdout.split())
+        return {"latest": latest, "sha256": sha, "files": [f for f in files if f != ".lock"]}
+
+    return _state
+
+
+def last_log_lines(host, script, n=15):
+    return host.run(f"tail -n {n} {LOGS}/{script}.log").stdout

@@ -1,0 +1,307 @@
+"""The backup scripts against a real database server and Django project (both engines).
+
+The tests run in file order and share the server: each states what it starts from."""
+
+import json
+import time
+
+import pytest
+from conftest import BACKUPS, COMMANDS, DB_NAME, HOME, PASSWORD, last_log_lines, quote
+
+
+def manifest(host, name):
+    return json.loads(host.file(f"{BACKUPS}/{name}.manifest.json").content_string)
+
+
+def latest(host):
+    return host.run(f"readlink {BACKUPS}/latest").stdout.strip()
+
+
+def test_rendered_scripts_are_shellcheck_clean(host):
+    result = host.run(f"cd {COMMANDS} && shellcheck --external-sources *.sh")
+    assert result.rc == 0, result.stdout
+
+
+def test_credentials_file_and_backup_directory_modes(host, variables):
+    backups = host.file(BACKUPS)
+    assert (backups.user, backups.mode) == ("shop", 0o700)
+    name = "pgpass" if variables["db_backup_engine"] == "postgresql" else "my.cnf"
+    client = host.file(f"{HOME}/.djangoops/{name}")
+    if variables["db_backup_credentials_source"] == "vars":
+        assert (client.user, client.group, client.mode) == ("shop", "shop", 0o600)
+    else:
+        assert not client.exists
+
+
+def test_backup_publishes_a_whole_checked_backup(host, run):
+    result = run("backup_db.sh")
+    assert result.rc == 0, result.stderr
+    name = latest(host)
+    assert name.startswith("shop_") and name.endswith((".pgdump.zst", ".sql.zst"))
+    backup = host.file(f"{BACKUPS}/{name}")
+    assert (backup.user, backup.mode) == ("shop", 0o600)
+    assert host.run(f"cd {BACKUPS} && sha256sum --check --strict {quote(name)}.sha256").rc == 0
+    data = manifest(host, name)
+    tables = {k.rsplit(".", 1)[-1]: v for k, v in data["tables"].items()}
+    assert tables["catalog_item"] == 500
+    assert data["database"] == DB_NAME
+    assert "finished in" in result.stderr
+
+
+def test_session_rows_are_left_out_but_the_table_is_kept(host, engine):
+    assert int(engine.sql("SELECT count(*) FROM django_session")) == 10
+    data = manifest(host, latest(host))
+    tables = {k.rsplit(".", 1)[-1]: v for k, v in data["tables"].items()}
+    assert tables["django_session"] == 0
+
+
+def test_restore_brings_back_identical_rows(host, engine, run):
+    original = engine.sql(engine.checksum_sql)
+    engine.sql(engine.damage_sql)
+    assert engine.sql(engine.checksum_sql) != original
+    result = run("restore_db.sh", "--yes")
+    assert result.rc == 0, result.stderr
+    assert engine.sql(engine.checksum_sql) == original
+    # The session table came back with its structure and without its rows.
+    assert int(engine.sql("SELECT count(*) FROM django_session")) == 0
+    assert "restored" in result.stderr and "safety" in result.stderr
+
+
+def test_restore_without_the_typed_name_changes_nothing(host, engine, run):
+    engine.sql(engine.damage_sql)
+    damaged = engine.sql(engine.checksum_sql)
+    for answer in ("wrong", "", None):
+        result = run("restore_db.sh", stdin=answer)
+        assert result.rc == 11, result.stderr
+        assert "nothing was changed" in result.stderr
+    assert engine.sql(engine.checksum_sql) == damaged
+    assert run("restore_db.sh", stdin=DB_NAME).rc == 0
+    assert engine.sql(engine.checksum_sql) != damaged
+
+
+def test_verify_passes_on_a_good_backup(host, engine, run):
+    result = run("verify_db.sh")
+    assert result.rc == 0, result.stderr
+    assert "as in the manifest" in result.stderr
+    assert not engine.database_exists("djangoops_verify_shop"), "the scratch database was left behind"
+
+
+@pytest.fixture
+def copy_of_latest(host):
+    """A copy of the latest backup under another (older) name, with matching sidecars."""
+    name = latest(host)
+    copy = name.replace("shop_2", "shop_1", 1)
+    host.run_expect(
+        [0],
+        f"cd {BACKUPS} && cp -p {quote(name)} {quote(copy)}"
+        f" && cp -p {quote(name)}.manifest.json {quote(copy)}.manifest.json"
+        f" && sha256sum {quote(copy)} > {quote(copy)}.sha256 && chown shop: {quote(copy)}*",
+    )
+    yield copy
+    host.run(f"rm -f {BACKUPS}/{quote(copy)}*")
+
+
+def test_a_flipped_byte_fails_verify_and_restore_refuses(host, engine, run, copy_of_latest):
+    path = f"{BACKUPS}/{copy_of_latest}"
+    size = int(host.run(f"stat -c %s {path}").stdout)
+    host.run_expect([0], f"printf '\\xff' | dd of={path} bs=1 seek={size // 2} conv=notrunc status=none")
+    result = run("verify_db.sh", copy_of_latest)
+    assert result.rc == 8, result.stderr
+    assert "does not match its sha256" in result.stderr
+    before = engine.sql(engine.checksum_sql)
+    result = run("restore_db.sh", copy_of_latest, "--yes")
+    assert result.rc == 8, result.stderr
+    assert engine.sql(engine.checksum_sql) == before
+    listing = run("list_db_backups.sh")
+    assert listing.rc == 8
+    assert any(copy_of_latest in line and "MISMATCH" in line for line in listing.stdout.splitlines())
+
+
+def test_verify_fails_when_the_restore_differs_from_the_manifest(host, run, copy_of_latest):
+    path = f"{BACKUPS}/{copy_of_latest}.manifest.json"
+    data = json.loads(host.file(path).content_string)
+    table = next(k for k in data["tables"] if k.endswith("catalog_item"))
+    data["tables"][table] += 1
+    host.run_expect([0], f"printf '%s' {quote(json.dumps(data))} > {path}")
+    result = run("verify_db.sh", copy_of_latest)
+    assert result.rc == 10, result.stderr
+    assert f"table {table}: 500 rows restored, the manifest says 501" in result.stderr
+
+
+# --- faults: each leaves the previous backup and latest as they were ------------------
+
+
+def assert_untouched(host, before, after):
+    assert after == before
+    assert not host.run(f"ls -A {BACKUPS} | grep partial").stdout
+
+
+def test_database_stopped(host, engine, run, backups_state):
+    before = backups_state()
+    host.run_expect([0], f"systemctl stop {engine.service}")
+    try:
+        result = run("backup_db.sh")
+    finally:
+        host.run_expect([0], f"systemctl start {engine.service}")
+    assert result.rc == 4, result.stderr
+    assert "cannot connect to database" in last_log_lines(host, "backup_db")
+    assert_untouched(host, before, backups_state())
+
+
+def test_wrong_password(host, engine, run, backups_state):
+    before = backups_state()
+    engine.set_password("not the password")
+    try:
+        result = run("backup_db.sh")
+    finally:
+        engine.set_password(PASSWORD)
+    assert result.rc == 4, result.stderr
+    log = last_log_lines(host, "backup_db")
+    assert "cannot connect to database" in log
+    assert "authentication failed" in log or "Access denied" in log
+    assert_untouched(host, before, backups_state())
+
+
+@pytest.fixture
+def small_backup_dir(host):
+    """db_backups on a tmpfs holding a copy of what it held, with 2 MiB to spare."""
+    used = int(host.run(f"du -sk {BACKUPS}").stdout.split()[0])
+    host.run_expect(
+        [0],
+        f"cp -a {BACKUPS} /root/backups-copy && mount -t tmpfs -o size={used + 2048}k,mode=0700 tmpfs {BACKUPS}"
+        f" && cp -a /root/backups-copy/. {BACKUPS}/ && chown shop:shop {BACKUPS}",
+    )
+    yield
+    host.run_expect([0], f"umount {BACKUPS} && rm -rf /root/backups-copy")
+
+
+def test_backup_directory_full_is_refused_before_dumping(host, run, backups_state, small_backup_dir):
+    before = backups_state()
+    result = run("backup_db.sh")
+    assert result.rc == 6, result.stderr
+    assert "MiB free in" in last_log_lines(host, "backup_db")
+    assert_untouched(host, before, backups_state())
+
+
+def test_backup_directory_filling_up_while_writing(host, engine, run, backups_state, small_backup_dir):
+    """The free-space check is lowered to 0 so the dump starts, then the disk fills."""
+    # 4 MB of base64 of random bytes: zstd keeps it above the 2 MiB the tmpfs has left.
+    host.run_expect([0], "head -c 3000000 /dev/urandom | base64 -w0 > /root/filler")
+    engine.sql("INSERT INTO catalog_item (name, body, data, created) VALUES ('filler', '', NULL, '2020-01-01')")
+    before = backups_state()
+    try:
+        # Streamed through the client's stdin: far too long for a command-line argument.
+        host.run_expect(
+            [0],
+            '(printf "UPDATE catalog_item SET body = \'"; cat /root/filler; '
+            f"printf \"' WHERE name = 'filler';\") | {engine.client_command()}",
+        )
+        result = run("backup_db.sh", "--min-free-mb", "0")
+    finally:
+        engine.sql("DELETE FROM catalog_item WHERE name = 'filler'")
+    assert result.rc == 7, result.stderr
+    assert "no space" in last_log_lines(host, "backup_db").lower()
+    assert_untouched(host, before, backups_state())
+
+
+def start_blocked_backup(host, engine, seconds=60):
+    """A backup whose dump waits on a table lock held by another session."""
+    host.run_expect([0], f"nohup {engine.lock_table_command(seconds)} >/dev/null 2>&1 &")
+    time.sleep(1)
+    host.run_expect(
+        [0],
+        f"rm -f /root/blocked.rc; nohup sh -c '{COMMANDS}/backup_db.sh -q; echo $? > /root/blocked.rc' "
+        ">/dev/null 2>&1 </dev/null &",
+    )
+    for _ in range(50):
+        if host.run(f"pgrep -u shop -x {engine.dump_process}").rc == 0:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{engine.dump_process} did not start")
+
+
+def wait_for_blocked_backup(host):
+    for _ in range(100):
+        rc = host.run("cat /root/blocked.rc").stdout.strip()
+        if rc:
+            return int(rc)
+        time.sleep(0.2)
+    pytest.fail("the blocked backup did not finish")
+
+
+def test_two_runs_at_once_and_a_killed_dump(host, engine, run, backups_state):
+    before = backups_state()
+    start_blocked_backup(host, engine)
+    try:
+        second = run("backup_db.sh", "--lock-wait", "2")
+        assert second.rc == 5, second.stderr
+        assert "another run holds the lock" in second.stderr
+        time.sleep(1)
+        host.run_expect([0], f"pkill -KILL -u shop -x {engine.dump_process}")
+        assert wait_for_blocked_backup(host) == 7
+    finally:
+        engine.release_locks()
+    assert "killed by signal 9" in last_log_lines(host, "backup_db")
+    assert_untouched(host, before, backups_state())
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+
+def test_password_never_on_a_command_line_in_a_log_or_another_file(host, engine, variables):
+    # A backup whose dump waits two seconds on a lock, sampled by ps all along.
+    host.run_expect([0], f"nohup {engine.lock_table_command(2)} >/dev/null 2>&1 &")
+    time.sleep(0.5)
+    sampled = host.run(
+        f"{COMMANDS}/backup_db.sh -q & pid=$!; : > /root/ps.txt; "
+        "while kill -0 $pid 2>/dev/null; do ps -eo args >> /root/ps.txt; done; wait $pid"
+    )
+    assert sampled.rc == 0, sampled.stderr
+    samples = host.file("/root/ps.txt").content_string
+    assert engine.dump_process in samples, "ps never saw the dump running"
+    assert PASSWORD not in samples
+    assert "pä ss" not in samples
+    # Everywhere a script, a client tool or the server could write it down; a
+    # non-ASCII part and an ASCII part (JSON files escape the "ä").
+    found = set()
+    for needle in ("pä ss", "'d' $PATH `id`"):
+        result = host.run(
+            "grep -rlF -D skip -- %s /home /root /tmp /var /etc /srv /opt /usr/local /dev/shm /run", needle
+        )
+        found |= {path for path in result.stdout.split("\n") if path}
+    allowed = {f"{HOME}/.secrets/database.json"}  # the project's own settings secret
+    if variables["db_backup_credentials_source"] == "vars":
+        allowed.add(f"{HOME}/.djangoops/{'pgpass' if engine.service == 'postgresql' else 'my.cnf'}")
+    assert set(found) == allowed
+    for path in allowed:
+        assert host.file(path).mode == 0o600
+    assert not host.run("ls /dev/shm | grep djangoops").stdout
+
+
+def test_healthcheck_pings_and_metrics(host, engine, run):
+    host.run("truncate -s 0 /var/log/hc-pings.log")
+    assert run("backup_db.sh").rc == 0
+    host.run_expect([0], f"systemctl stop {engine.service}")
+    try:
+        assert run("backup_db.sh").rc == 4
+    finally:
+        host.run_expect([0], f"systemctl start {engine.service}")
+    pings = [line.split()[2] for line in host.file("/var/log/hc-pings.log").content_string.splitlines()]
+    assert pings == ["/ping/backup/start", "/ping/backup/0", "/ping/backup/start", "/ping/backup/4"]
+    metrics = host.file("/var/lib/djangoops-metrics/djangoops_shop_backup_db.prom").content_string
+    values = {line.split("{")[0]: line.split()[-1] for line in metrics.splitlines() if not line.startswith("#")}
+    assert values["djangoops_job_exit_code"] == "4"
+    assert float(values["djangoops_job_last_success_timestamp_seconds"]) > time.time() - 600
+    assert int(values["djangoops_backup_size_bytes"]) > 0
+
+
+def test_retention_keeps_the_newest_of_each_kind(host, run):
+    for _ in range(3):
+        assert run("backup_db.sh").rc == 0
+    listing = run("list_db_backups.sh")
+    assert listing.rc == 0, listing.stdout
+    kinds = [line.split()[-2] for line in listing.stdout.splitlines()[1:]]
+    assert kinds.count("daily") == 2  # db_backup_keep_daily
+    assert kinds.count("monthly") == 1
+    assert kinds.count("safety") <= 2
+    assert all(line.split()[-1] == "ok" for line in listing.stdout.splitlines()[1:])
