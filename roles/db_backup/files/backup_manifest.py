@@ -97,7 +97,7 @@ def cmd_write(counts_path, out_path):
     for key, value in sorted(os.environ.items()):
         if key.startswith("MANIFEST_"):
             name = key[len("MANIFEST_"):].lower()
-            if name.endswith("_bytes"):
+            if name.endswith(("_bytes", "_files")):
                 value = int(value)
             elif name.endswith("_seconds"):
                 value = float(value)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-VARS = yaml.safe_load((ROOT / "molecule/shared/backup_vars.yml").read_text())
+VARS = yaml.safe_load((ROOT / "molecule/shared/vars/backup.yml").read_text())
 HOME = "/home/shop"
 COMMANDS = f"{HOME}/commands"
 BACKUPS = f"{HOME}/db_backups"
@@ -18,16 +18,29 @@ DB_USER = VARS["test_db_user"]
 PASSWORD = VARS["test_db_password"]
 
 
-class PostgreSQL:
+class Engine:
+    service = ""
+
+    def __init__(self, host):
+        self.host = host
+
+    def stop(self):
+        # Some releases socket-activate the server (MariaDB 10.11 on Debian 12):
+        # the socket unit must stop too, or the next connection starts it again.
+        self.host.run(f"systemctl stop {self.service}.socket")
+        self.host.run_expect([0], f"systemctl stop {self.service}.service")
+
+    def start(self):
+        self.host.run_expect([0], f"systemctl start {self.service}.service")
+
+
+class PostgreSQL(Engine):
     service = "postgresql"
     dump_process = "pg_dump"
     checksum_sql = (
         "SELECT md5(string_agg(concat_ws('|', id, name, body, data::text, created), '#' ORDER BY id)) FROM catalog_item"
     )
     damage_sql = "UPDATE catalog_item SET name = 'damaged' WHERE id < 50; DELETE FROM catalog_item WHERE id > 400"
-
-    def __init__(self, host):
-        self.host = host
 
     # SQL goes on stdin: a command line (and runuser's journal entry) would show it.
     def sql(self, statement, database=DB_NAME, check=True):
@@ -65,7 +78,7 @@ class PostgreSQL:
         )
 
 
-class MariaDB:
+class MariaDB(Engine):
     service = "mariadb"
     dump_process = "mariadb-dump"
     checksum_sql = (
@@ -74,9 +87,6 @@ class MariaDB:
         "FROM catalog_item"
     )
     damage_sql = "UPDATE catalog_item SET name = 'damaged' WHERE id < 50; DELETE FROM catalog_item WHERE id > 400"
-
-    def __init__(self, host):
-        self.host = host
 
     def sql(self, statement, database=DB_NAME, check=True):
         args = ["mariadb --default-character-set=utf8mb4 --batch --skip-column-names"]

@@ -33,11 +33,20 @@ def test_credentials_file_and_backup_directory_modes(host, variables):
         assert not client.exists
 
 
-def test_backup_publishes_a_whole_checked_backup(host, run):
+def expected_extension(variables):
+    data = "sql"
+    if variables["db_backup_engine"] == "postgresql" and variables.get("db_backup_postgresql_format") != "plain":
+        data = "pgdump"
+    return f"{data}.{'gz' if variables.get('db_backup_compression') == 'gzip' else 'zst'}"
+
+
+def test_backup_publishes_a_whole_checked_backup(host, variables, run):
     result = run("backup_db.sh")
     assert result.rc == 0, result.stderr
     name = latest(host)
-    assert name.startswith("shop_") and name.endswith((".pgdump.zst", ".sql.zst"))
+    assert name.startswith("shop_") and name.endswith("." + expected_extension(variables))
+    if variables.get("db_backup_rotation") == "weekday":
+        assert name == f"shop_{host.run('date +%w-%A').stdout.strip()}.{expected_extension(variables)}"
     backup = host.file(f"{BACKUPS}/{name}")
     assert (backup.user, backup.mode) == ("shop", 0o600)
     assert host.run(f"cd {BACKUPS} && sha256sum --check --strict {quote(name)}.sha256").rc == 0
@@ -90,7 +99,7 @@ def test_verify_passes_on_a_good_backup(host, engine, run):
 def copy_of_latest(host):
     """A copy of the latest backup under another (older) name, with matching sidecars."""
     name = latest(host)
-    copy = name.replace("shop_2", "shop_1", 1)
+    copy = "shop_19990101T000000Z_daily." + name.split(".", 1)[1]
     host.run_expect(
         [0],
         f"cd {BACKUPS} && cp -p {quote(name)} {quote(copy)}"
@@ -138,11 +147,11 @@ def assert_untouched(host, before, after):
 
 def test_database_stopped(host, engine, run, backups_state):
     before = backups_state()
-    host.run_expect([0], f"systemctl stop {engine.service}")
+    engine.stop()
     try:
         result = run("backup_db.sh")
     finally:
-        host.run_expect([0], f"systemctl start {engine.service}")
+        engine.start()
     assert result.rc == 4, result.stderr
     assert "cannot connect to database" in last_log_lines(host, "backup_db")
     assert_untouched(host, before, backups_state())
@@ -281,11 +290,11 @@ def test_password_never_on_a_command_line_in_a_log_or_another_file(host, engine,
 def test_healthcheck_pings_and_metrics(host, engine, run):
     host.run("truncate -s 0 /var/log/hc-pings.log")
     assert run("backup_db.sh").rc == 0
-    host.run_expect([0], f"systemctl stop {engine.service}")
+    engine.stop()
     try:
         assert run("backup_db.sh").rc == 4
     finally:
-        host.run_expect([0], f"systemctl start {engine.service}")
+        engine.start()
     pings = [line.split()[2] for line in host.file("/var/log/hc-pings.log").content_string.splitlines()]
     assert pings == ["/ping/backup/start", "/ping/backup/0", "/ping/backup/start", "/ping/backup/4"]
     metrics = host.file("/var/lib/djangoops-metrics/djangoops_shop_backup_db.prom").content_string
@@ -295,13 +304,17 @@ def test_healthcheck_pings_and_metrics(host, engine, run):
     assert int(values["djangoops_backup_size_bytes"]) > 0
 
 
-def test_retention_keeps_the_newest_of_each_kind(host, run):
+def test_retention_keeps_the_newest_of_each_kind(host, variables, run):
     for _ in range(3):
         assert run("backup_db.sh").rc == 0
     listing = run("list_db_backups.sh")
     assert listing.rc == 0, listing.stdout
     kinds = [line.split()[-2] for line in listing.stdout.splitlines()[1:]]
-    assert kinds.count("daily") == 2  # db_backup_keep_daily
-    assert kinds.count("monthly") == 1
+    if variables.get("db_backup_rotation") == "weekday":
+        # Today's file was replaced each time, whole each time.
+        assert kinds.count("weekday") == 1
+    else:
+        assert kinds.count("daily") == 2  # db_backup_keep_daily
+        assert kinds.count("monthly") == 1
     assert kinds.count("safety") <= 2
     assert all(line.split()[-1] == "ok" for line in listing.stdout.splitlines()[1:])
