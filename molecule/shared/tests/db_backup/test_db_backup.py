@@ -53,6 +53,12 @@ def test_backup_publishes_a_whole_checked_backup(host, variables, run):
     data = manifest(host, name)
     tables = {k.rsplit(".", 1)[-1]: v for k, v in data["tables"].items()}
     assert tables["catalog_item"] == 500
+    # MEDIA_ROOT is in the same set, under the same checksum file.
+    media = data["media_file"]
+    assert media == name.split(".")[0] + ".media.tar." + name.rsplit(".", 1)[1]
+    assert data["media_files"] == 3
+    assert host.file(f"{BACKUPS}/{media}").mode == 0o600
+    assert len(host.file(f"{BACKUPS}/{name}.sha256").content_string.splitlines()) == 2
     assert data["database"] == DB_NAME
     assert "finished in" in result.stderr
 
@@ -74,6 +80,22 @@ def test_restore_brings_back_identical_rows(host, engine, run):
     # The session table came back with its structure and without its rows.
     assert int(engine.sql("SELECT count(*) FROM django_session")) == 0
     assert "restored" in result.stderr and "safety" in result.stderr
+
+
+def media_tree(host):
+    return host.run(f"cd {HOME}/media && find . -type f -print0 | sort -z | xargs -0 sha256sum").stdout
+
+
+def test_restore_with_media_brings_back_the_files_and_keeps_the_old_tree(host, run):
+    original = media_tree(host)
+    host.run_expect([0], f"cd {HOME}/media && echo changed > a.txt && rm -f 'sub dir/with space'\\''s.txt'")
+    assert media_tree(host) != original
+    result = run("restore_db.sh", "--yes", "--with-media")
+    assert result.rc == 0, result.stderr
+    assert media_tree(host) == original
+    kept = host.run(f"ls -d {HOME}/media.before-restore-*").stdout.split()
+    assert len(kept) == 1 and host.file(f"{kept[0]}/a.txt").content_string == "changed\n"
+    host.run_expect([0], f"rm -rf {HOME}/media.before-restore-*")
 
 
 def test_restore_without_the_typed_name_changes_nothing(host, engine, run):
@@ -100,14 +122,15 @@ def copy_of_latest(host):
     """A copy of the latest backup under another (older) name, with matching sidecars."""
     name = latest(host)
     copy = "shop_19990101T000000Z_daily." + name.split(".", 1)[1]
+    media, copy_media = (n.split(".")[0] + ".media.tar." + n.rsplit(".", 1)[1] for n in (name, copy))
     host.run_expect(
         [0],
-        f"cd {BACKUPS} && cp -p {quote(name)} {quote(copy)}"
+        f"cd {BACKUPS} && cp -p {quote(name)} {quote(copy)} && cp -p {quote(media)} {quote(copy_media)}"
         f" && cp -p {quote(name)}.manifest.json {quote(copy)}.manifest.json"
-        f" && sha256sum {quote(copy)} > {quote(copy)}.sha256 && chown shop: {quote(copy)}*",
+        f" && sha256sum {quote(copy)} {quote(copy_media)} > {quote(copy)}.sha256 && chown shop: shop_1999*",
     )
     yield copy
-    host.run(f"rm -f {BACKUPS}/{quote(copy)}*")
+    host.run(f"rm -f {BACKUPS}/shop_1999*")
 
 
 def test_a_flipped_byte_fails_verify_and_restore_refuses(host, engine, run, copy_of_latest):
@@ -124,6 +147,14 @@ def test_a_flipped_byte_fails_verify_and_restore_refuses(host, engine, run, copy
     listing = run("list_db_backups.sh")
     assert listing.rc == 8
     assert any(copy_of_latest in line and "MISMATCH" in line for line in listing.stdout.splitlines())
+
+
+def test_damaged_media_archive_fails_verify(host, run, copy_of_latest):
+    media = copy_of_latest.split(".")[0] + ".media.tar." + copy_of_latest.rsplit(".", 1)[1]
+    host.run_expect([0], f"printf 'XX' | dd of={BACKUPS}/{media} bs=1 seek=100 conv=notrunc status=none")
+    result = run("verify_db.sh", copy_of_latest)
+    assert result.rc == 8, result.stderr
+    assert "does not match its sha256" in result.stderr
 
 
 def test_verify_fails_when_the_restore_differs_from_the_manifest(host, run, copy_of_latest):
