@@ -59,6 +59,9 @@ class PostgreSQL(Engine):
     def database_exists(self, name):
         return self.sql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", database="postgres") == "1"
 
+    def table_exists(self, name):
+        return self.sql(f"SELECT to_regclass('public.{name}') IS NOT NULL") == "t"
+
     def set_password(self, password):
         user = '"' + DB_USER.replace('"', '""') + '"'
         literal = "'" + password.replace("'", "''") + "'"
@@ -105,6 +108,9 @@ class MariaDB(Engine):
             self.sql(f"SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{name}'", database=None)
             == "1"
         )
+
+    def table_exists(self, name):
+        return self.sql(f"SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = '{name}'") == "1"
 
     def set_password(self, password):
         user = "'" + DB_USER.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -168,6 +168,27 @@ def test_verify_fails_when_the_restore_differs_from_the_manifest(host, run, copy
     assert f"table {table}: 500 rows restored, the manifest says 501" in result.stderr
 
 
+def test_restore_stops_at_the_first_sql_error(host, engine, run, copy_of_latest):
+    if ".pgdump." in copy_of_latest:
+        pytest.skip("a custom archive cannot be edited into a broken one; pg_restore runs with --exit-on-error")
+    path = f"{BACKUPS}/{copy_of_latest}"
+    tool = "gzip" if path.endswith(".gz") else "zstd -q"
+    media = copy_of_latest.split(".")[0] + ".media.tar." + copy_of_latest.rsplit(".", 1)[1]
+    host.run_expect(
+        [0],
+        f"cd {BACKUPS} && {{ {tool} -dc {copy_of_latest}; "
+        "printf 'THIS IS NOT SQL;\\nCREATE TABLE after_the_error (id int);\\n'; }"
+        f" | {tool} -c > broken && mv broken {copy_of_latest} && chown shop: {copy_of_latest}"
+        f" && sha256sum {copy_of_latest} {media} > {copy_of_latest}.sha256",
+    )
+    result = run("restore_db.sh", copy_of_latest, "--yes")
+    assert result.rc == 9, result.stderr
+    assert "stopped at the first error" in result.stderr
+    assert "_safety." in result.stderr.split("stopped at the first error", 1)[1]
+    assert not engine.table_exists("after_the_error")
+    assert run("restore_db.sh", "--yes").rc == 0
+
+
 # --- faults: each leaves the previous backup and latest as they were ------------------
 
 
