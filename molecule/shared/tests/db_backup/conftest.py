@@ -67,6 +67,10 @@ class PostgreSQL(Engine):
         literal = "'" + password.replace("'", "''") + "'"
         self.sql(f"ALTER ROLE {user} PASSWORD {literal}", database="postgres")
 
+    def set_createdb(self, allowed):
+        user = '"' + DB_USER.replace('"', '""') + '"'
+        self.sql(f"ALTER ROLE {user} {'CREATEDB' if allowed else 'NOCREATEDB'}", database="postgres")
+
     def lock_table_command(self, seconds):
         return (
             f"runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q -c "

@@ -3,6 +3,7 @@
 The tests run in file order and share the server: each states what it starts from."""
 
 import json
+import re
 import time
 
 import pytest
@@ -96,6 +97,34 @@ def test_restore_with_media_brings_back_the_files_and_keeps_the_old_tree(host, r
     kept = host.run(f"ls -d {HOME}/media.before-restore-*").stdout.split()
     assert len(kept) == 1 and host.file(f"{kept[0]}/a.txt").content_string == "changed\n"
     host.run_expect([0], f"rm -rf {HOME}/media.before-restore-*")
+
+
+def test_restore_keeps_the_backup_it_restores(host, run):
+    for _ in range(2):
+        assert run("restore_db.sh", "--yes").rc == 0
+    safety = re.compile(r"^shop_\d{8}T\d{6}Z_safety\.(pgdump|sql)\.(zst|gz)$")
+    safeties = sorted(n for n in host.run(f"ls -A {BACKUPS}").stdout.split() if safety.match(n))
+    oldest = safeties[0]
+    assert len(safeties) >= 2
+    # Its own safety backup makes one too many: retention must not take the one being restored.
+    result = run("restore_db.sh", oldest, "--yes")
+    assert result.rc == 0, result.stderr
+    assert host.file(f"{BACKUPS}/{oldest}").exists
+    assert run("restore_db.sh", "--yes").rc == 0
+
+
+def test_restore_refuses_a_user_who_could_not_recreate_the_database(host, engine, run):
+    if engine.service != "postgresql":
+        pytest.skip("MariaDB grants DROP and CREATE together; a user without them fails at DROP")
+    before = engine.sql(engine.checksum_sql)
+    engine.set_createdb(False)
+    try:
+        result = run("restore_db.sh", "--yes")
+    finally:
+        engine.set_createdb(True)
+    assert result.rc == 3, result.stderr
+    assert "may not create databases" in result.stderr
+    assert engine.sql(engine.checksum_sql) == before
 
 
 def test_restore_without_the_typed_name_changes_nothing(host, engine, run):
