@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+"""The backup and restore benchmark: the cookbook's method, the project's scripts and
+the engine's floor, side by side on one server container. Run by tools/bench and by
+the molecule/bench scenario; it needs only the standard library (matplotlib for the PNG).
+
+    bench.py measure ENGINE CONTAINER --size-mb N --rounds R --json OUT
+    bench.py site INVENTORY --json OUT          (ansible-playbook site.yml twice)
+    bench.py report JSON... --markdown OUT [--png OUT] [--check]
+
+`measure` generates the database in the container, then runs rounds; each round
+backs up with every method and restores with the seed's and the project's, in an
+order that rotates from round to round, and checks after every restore that each
+table has the rows it had (the session rows, which the backups leave out, are put
+back afterwards so that every backup sees the same database).
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IN_CONTAINER = "/opt/djangoops-bench"
+DATA_DIR = "/var/tmp/djangoops-bench"
+HOME = "/home/shop"
+TABLE_COLUMNS = {
+    "auth_user": "id, password, last_login, is_superuser, username, first_name, last_name, email, is_staff, "
+    "is_active, date_joined",
+    "django_session": "session_key, session_data, expire_date",
+    "blog_article": "id, uuid, author_id, title, slug, body, metadata, status, view_count, created_at, updated_at",
+    "blog_comment": "id, article_id, author_id, body, metadata, created_at",
+}
+METHODS = ["seed", "project", "floor"]
+RESTORED = ["seed", "project"]
+# The project's scripts run with their defaults; the floor is the engine's own dump
+# with no compression, written nowhere.
+FLOOR = {
+    "postgresql": "pg_dump --format=custom --compress=0 shop",
+    "mysql": "mariadb-dump --single-transaction --quick --routines --triggers --hex-blob shop",
+}
+
+
+def floor_command(engine):
+    # The MariaDB user's password comes from an option file, as the project's does.
+    if engine == "mysql":
+        return FLOOR["mysql"].replace("mariadb-dump ", f"mariadb-dump --defaults-extra-file={HOME}/.bench-my.cnf ")
+    return FLOOR[engine]
+
+
+SEED = {
+    "postgresql": ("backup_postgresql_db.sh", "restore_postgresql_db.sh", "latest.backup.gz"),
+    "mysql": ("backup_mysql_db.sh", "restore_mysql_db.sh", "latest.sql.gz"),
+}
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Server:
+    def __init__(self, engine, container):
+        self.engine, self.container = engine, container
+
+    def run(self, command, user="root", stdin=None, check=True):
+        argv = ["docker", "exec", *(["-i"] if stdin is not None else []), "-u", user, "-w", "/", self.container]
+        result = subprocess.run(
+            [*argv, "bash", "-c", command], input=stdin, capture_output=True, text=True, check=False
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{command!r} failed ({result.returncode}) on {self.container}:\n{result.stderr[-3000:]}"
+            )
+        return result
+
+    def timed(self, command, user="shop"):
+        """Wall, CPU (user+sys of the command and every child) and the largest RSS, by GNU time."""
+        wrapped = (
+            f"cd {HOME} && /usr/bin/time -f '%e %U %S %M' -o /tmp/bench.time bash -c {shlex.quote(command)}"
+            " >/tmp/bench.out 2>&1; rc=$?; tail -n 1 /tmp/bench.time; exit $rc"
+        )
+        result = self.run(wrapped, user=user, check=False)
+        if result.returncode != 0:
+            out = self.run("tail -n 30 /tmp/bench.out", check=False).stdout
+            raise RuntimeError(f"{command!r} failed ({result.returncode}) on {self.container}:\n{out}")
+        wall, user_s, sys_s, rss_kb = result.stdout.split()[-4:]
+        return {"wall_s": float(wall), "cpu_s": float(user_s) + float(sys_s), "rss_mib": int(rss_kb) / 1024}
+
+    def sql(self, statement, database="shop"):
+        if self.engine == "postgresql":
+            cmd = f"runuser -u postgres -- psql -X -q -tA -F '\t' -v ON_ERROR_STOP=1 -d {database}"
+        else:
+            cmd = f"mariadb --batch --skip-column-names {database}"
+        return self.run(cmd, stdin=statement).stdout
+
+    def row_counts(self):
+        if self.engine == "postgresql":
+            tables = self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
+        else:
+            tables = self.sql(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' "
+                "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1"
+            ).split()
+        query = " UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {t}" for t in tables)
+        counts = {}
+        for line in self.sql(query + ";").splitlines():
+            if line.strip():
+                name, rows = line.split("\t")
+                counts[name] = int(rows)
+        return counts
+
+    def database_mib(self):
+        if self.engine == "postgresql":
+            size = self.sql("SELECT pg_database_size('shop')")
+        else:
+            size = self.sql(
+                "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop'"
+            )
+        return int(size.strip()) / 2**20
+
+    def file_size(self, path):
+        return int(self.run(f"stat -L -c %s {shlex.quote(path)}").stdout.strip())
+
+
+def copy_harness(server):
+    server.run(f"rm -rf {IN_CONTAINER} && mkdir -p {IN_CONTAINER}")
+    for part in ("gen_data.py", "seed", "sql"):
+        subprocess.run(["docker", "cp", str(HERE / part), f"{server.container}:{IN_CONTAINER}/"], check=True)
+    server.run(f"chmod -R a+rX {IN_CONTAINER}")
+
+
+def load_table(server, table):
+    files = f"{DATA_DIR}/{table}.*.tsv"
+    columns = TABLE_COLUMNS[table]
+    if server.engine == "postgresql":
+        return (
+            f"cat {files} | runuser -u shop -- psql -X -q -v ON_ERROR_STOP=1 -d shop "
+            f"-c 'COPY {table} ({columns}) FROM STDIN'"
+        )
+    return (
+        f"for f in {files}; do mariadb --local-infile=1 shop -e "
+        f'"SET SESSION foreign_key_checks = 0, unique_checks = 0; '
+        f"LOAD DATA LOCAL INFILE '$f' INTO TABLE {table} CHARACTER SET utf8mb4 ({columns})\" || exit 1; done"
+    )
+
+
+def generate(server, size_mb):
+    started = time.monotonic()
+    copy_harness(server)
+    generated = server.run(f"rm -rf {DATA_DIR} && python3 {IN_CONTAINER}/gen_data.py {DATA_DIR} {size_mb}")
+    counts = json.loads(generated.stdout)
+    log(f"{server.engine}: generated rows {counts} in {time.monotonic() - started:.0f} s")
+    engine = server.engine
+    if engine == "postgresql":
+        psql = "runuser -u shop -- psql -X -q -v ON_ERROR_STOP=1 -d shop"
+        server.run(
+            f"{psql} -c 'DROP TABLE IF EXISTS blog_comment, blog_article' "
+            f"-c 'TRUNCATE auth_user, django_session CASCADE' -f {IN_CONTAINER}/sql/schema_postgresql.sql"
+        )
+    else:
+        server.run(
+            "mariadb shop -e 'SET foreign_key_checks = 0; DROP TABLE IF EXISTS blog_comment, blog_article; "
+            f"DELETE FROM auth_user; DELETE FROM django_session' && mariadb shop < {IN_CONTAINER}/sql/schema_mysql.sql"
+        )
+    # The four tables load at once: two cores, and the server does most of the work.
+    server.run(" & ".join(f"({load_table(server, t)})" for t in TABLE_COLUMNS) + " & wait")
+    # `wait` alone does not report failures: the counts below do.
+    if engine == "postgresql":
+        server.run(f"{psql} -f {IN_CONTAINER}/sql/indexes_postgresql.sql >/dev/null && {psql} -c 'VACUUM ANALYZE'")
+    else:
+        server.run(
+            f"mariadb shop < {IN_CONTAINER}/sql/indexes_mysql.sql && "
+            "mariadb shop -e 'ANALYZE TABLE auth_user, django_session, blog_article, blog_comment' >/dev/null"
+        )
+    server.run(f"rm -f {DATA_DIR}/blog_*.tsv {DATA_DIR}/auth_user.*.tsv")
+    counts = server.row_counts()
+    for table in TABLE_COLUMNS:
+        if not counts.get(table):
+            raise RuntimeError(f"{table} is empty after loading")
+    log(f"{engine}: database ready, {server.database_mib():.0f} MiB, in {time.monotonic() - started:.0f} s")
+    return counts, time.monotonic() - started
+
+
+def reset_sessions(server):
+    """Backups leave session rows out (the seed's PostgreSQL one keeps them): put them back."""
+    if server.engine == "postgresql":
+        server.run(
+            f"cat {DATA_DIR}/django_session.*.tsv | runuser -u shop -- psql -X -q -v ON_ERROR_STOP=1 -d shop "
+            f"-c 'TRUNCATE django_session' -c 'COPY django_session ({TABLE_COLUMNS['django_session']}) FROM STDIN'"
+        )
+    else:
+        server.run("mariadb shop -e 'DELETE FROM django_session'")
+        server.run(load_table(server, "django_session"))
+
+
+def backup(server, method):
+    if method == "seed":
+        script, _, latest = SEED[server.engine]
+        result = server.timed(f"{IN_CONTAINER}/seed/{script}")
+        result["size_bytes"] = server.file_size(f"{HOME}/seed_backups/{latest}")
+    elif method == "project":
+        result = server.timed("commands/backup_db.sh --quiet")
+        result["size_bytes"] = server.file_size(f"{HOME}/db_backups/latest")
+        lines = server.run(f"grep -h 'read in' {HOME}/logs/backup_db.log | tail -n 1", check=False).stdout
+        found = re.search(r"read in ([0-9.]+) s", lines)
+        result["credentials_log_s"] = float(found.group(1)) if found else None
+    else:
+        command = floor_command(server.engine)
+        result = server.timed(f"{command} >/dev/null")
+    return result
+
+
+def restore(server, method):
+    if method == "seed":
+        result = server.timed(f"{IN_CONTAINER}/seed/{SEED[server.engine][1]}")
+    else:
+        result = server.timed("commands/restore_db.sh latest --yes --quiet")
+        lines = server.run(f"grep -h 'restored .* into database' {HOME}/logs/restore_db.log | tail -n 1").stdout
+        found = re.search(r"\(([0-9.]+) s\)", lines)
+        result["load_s"] = float(found.group(1)) if found else None
+    return result
+
+
+def credential_lookup(server):
+    """One read of the Django settings the way the project's scripts read them, and one
+    `manage.py shell` start-up as the cookbook does (once or three times per run)."""
+    settings = "from django.conf import settings; settings.DATABASES['default']"
+    project = server.timed(
+        f"cd src/shop && DJANGO_SETTINGS_MODULE=shop.settings.production {HOME}/env/bin/python "
+        f"-c {shlex.quote(settings)}"
+    )
+    seed = server.timed(
+        "cd src/shop && echo \"from django.conf import settings; print(settings.DATABASES['default']['NAME'])\" "
+        "| DJANGO_SETTINGS_MODULE=shop.settings.production ../../env/bin/python manage.py shell -i python"
+    )
+    return project["wall_s"], seed["wall_s"]
+
+
+def measure(args):
+    server = Server(args.engine, args.container)
+    load_before = os.getloadavg()
+    expected, gen_s = generate(server, args.size_mb)
+    # The floor's MariaDB dump needs the password without a command line.
+    if args.engine == "mysql":
+        server.run(
+            f"umask 077; printf '[client]\\nuser=shop\\npassword=%s\\n' \"$(python3 -c "
+            f"\"import json; print(json.load(open('{HOME}/.secrets/database.json'))['PASSWORD'])\")\" "
+            f"> {HOME}/.bench-my.cnf && chown shop: {HOME}/.bench-my.cnf"
+        )
+    raw = int(server.run(f"cd {HOME} && {floor_command(args.engine)} | wc -c", user="shop").stdout.strip())
+    server.run(f"rm -rf {HOME}/seed_backups {HOME}/db_backups/shop_* {HOME}/db_backups/latest")
+    results = {m: {"backup": [], "restore": []} for m in METHODS}
+    lookups = []
+    restored_ok = []
+    loads = []
+    for r in range(args.rounds):
+        order = METHODS[r % 3 :] + METHODS[: r % 3]
+        for method in order:
+            loads.append(os.getloadavg()[0])
+            res = backup(server, method)
+            results[method]["backup"].append(res)
+            log(f"{args.engine} round {r + 1}: {method} backup {res['wall_s']:.1f} s, cpu {res['cpu_s']:.1f} s")
+        for method in [m for m in order if m in RESTORED]:
+            loads.append(os.getloadavg()[0])
+            res = restore(server, method)
+            after = server.row_counts()
+            res["rows_match"] = all(after.get(t) == n for t, n in expected.items() if t != "django_session")
+            restored_ok.append(res["rows_match"])
+            results[method]["restore"].append(res)
+            log(f"{args.engine} round {r + 1}: {method} restore {res['wall_s']:.1f} s, rows match {res['rows_match']}")
+            if not res["rows_match"]:
+                log(f"expected {expected}, found {after}")
+            reset_sessions(server)
+        lookups.append(credential_lookup(server))
+    out = {
+        "engine": args.engine,
+        "container": args.container,
+        "server_version": server.sql("SELECT version()").strip().splitlines()[0],
+        "os": server.run("cat /etc/debian_version").stdout.strip(),
+        "size_mb": args.size_mb,
+        "rounds": args.rounds,
+        "rows": expected,
+        "database_mib": server.database_mib(),
+        "raw_dump_bytes": raw,
+        "generate_s": gen_s,
+        "cores": os.cpu_count(),
+        "load_before": load_before,
+        "load_during": loads,
+        "results": results,
+        "restores_ok": all(restored_ok) and bool(restored_ok),
+        "credential_lookup_s": [p for p, _ in lookups],
+        "seed_django_startup_s": [s for _, s in lookups],
+    }
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    log(f"{args.engine}: results in {args.json}")
+
+
+def site(args):
+    """ansible-playbook site.yml twice against one host; the second run must change nothing."""
+    runs = []
+    for _ in range(2):
+        started = time.monotonic()
+        result = subprocess.run(
+            ["ansible-playbook", "-i", args.inventory, "site.yml"], capture_output=True, text=True, check=False
+        )
+        wall = time.monotonic() - started
+        if result.returncode != 0:
+            sys.stderr.write(result.stdout[-3000:] + result.stderr[-2000:])
+            raise SystemExit("site.yml failed")
+        changed = sum(int(n) for n in re.findall(r"changed=(\d+)", result.stdout.split("PLAY RECAP")[-1]))
+        runs.append({"wall_s": wall, "changed": changed})
+        log(f"site.yml: {wall:.1f} s, {changed} changed")
+    Path(args.json).write_text(json.dumps({"site": runs}, indent=2) + "\n")
+
+
+# --- report ------------------------------------------------------------------------
+
+
+def spread(values, fmt="{:.2f}"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def paired(a, b):
+    """Per-round ratios a/b (rounds are paired: same round, same conditions)."""
+    return [x / y for x, y in zip(a, b, strict=False) if x is not None and y]
+
+
+def summarize(run):
+    res = run["results"]
+
+    def col(method, phase, key):
+        return [r.get(key) for r in res[method][phase]]
+
+    ratios = {
+        "backup time, project/seed": paired(col("project", "backup", "wall_s"), col("seed", "backup", "wall_s")),
+        "backup time, project/floor": paired(col("project", "backup", "wall_s"), col("floor", "backup", "wall_s")),
+        "backup CPU, project/seed": paired(col("project", "backup", "cpu_s"), col("seed", "backup", "cpu_s")),
+        "backup size, project/seed": paired(
+            col("project", "backup", "size_bytes"), col("seed", "backup", "size_bytes")
+        ),
+        "restore time, project/seed": paired(col("project", "restore", "wall_s"), col("seed", "restore", "wall_s")),
+        "restore load phase, project/seed": paired(
+            col("project", "restore", "load_s"), col("seed", "restore", "wall_s")
+        ),
+    }
+    return col, ratios
+
+
+TARGETS = [
+    ("backup time, project/seed", 0.2, "backup at least 5x faster than the seed's"),
+    ("backup size, project/seed", 1.1, "backup no more than 1.1x the seed's size"),
+    ("backup time, project/floor", 2.0, "backup within 2x of the floor"),
+    ("restore time, project/seed", 0.7, "restore at most 0.7x the seed's time"),
+]
+
+
+def report(args):
+    runs, site_runs = [], None
+    for path in args.json:
+        data = json.loads(Path(path).read_text())
+        if "site" in data:
+            site_runs = data["site"]
+        else:
+            runs.append(data)
+    lines = ["| engine | method | backup wall s | backup CPU s | peak RSS MiB | size MiB | restore wall s |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    ratio_lines = ["| engine | ratio | median (min-max) | target | met |", "|---|---|---|---|---|"]
+    problems = []
+    for run in runs:
+        col, ratios = summarize(run)
+        for method in METHODS:
+            sizes = [s / 2**20 if s is not None else None for s in col(method, "backup", "size_bytes")]
+            if method == "floor":
+                sizes = [run["raw_dump_bytes"] / 2**20]
+            restore = spread(col(method, "restore", "wall_s"), "{:.1f}") if method in RESTORED else "—"
+            if method == "project" and any(col(method, "restore", "load_s")):
+                restore += f"; load phase {spread(col(method, 'restore', 'load_s'), '{:.1f}')}"
+            label = {"seed": "cookbook (seed)", "project": "project scripts", "floor": "floor (dump → /dev/null)"}
+            lines.append(
+                f"| {run['engine']} | {label[method]} | {spread(col(method, 'backup', 'wall_s'), '{:.1f}')} | "
+                f"{spread(col(method, 'backup', 'cpu_s'), '{:.1f}')} | "
+                f"{spread(col(method, 'backup', 'rss_mib'), '{:.0f}')} | "
+                f"{spread(sizes, '{:.1f}')}{' (uncompressed)' if method == 'floor' else ''} | {restore} |"
+            )
+            if not col(method, "backup", "wall_s"):
+                problems.append(f"{run['engine']}: no {method} backup measured")
+        targets = {name: (limit, text) for name, limit, text in TARGETS}
+        for name, values in ratios.items():
+            if not values and name != "restore load phase, project/seed":
+                problems.append(f"{run['engine']}: ratio '{name}' is not a number")
+            limit, text = targets.get(name, (None, ""))
+            met = "—" if limit is None else ("yes" if values and statistics.median(values) <= limit else "**no**")
+            ratio_lines.append(
+                f"| {run['engine']} | {name} | {spread(values)} | {'≤ ' + str(limit) if limit else ''} | {met} |"
+            )
+        lookup = run["credential_lookup_s"]
+        ratio_lines.append(
+            f"| {run['engine']} | credential lookup, s (project: one Python start-up) | {spread(lookup, '{:.3f}')} | "
+            f"< 0.2 | {'yes' if lookup and statistics.median(lookup) < 0.2 else '**no**'} |"
+        )
+        logged = [r.get("credentials_log_s") for r in run["results"]["project"]["backup"]]
+        ratio_lines.append(
+            f"| {run['engine']} | credential lookup as backup_db.sh logs it, s (0.1 s resolution) | "
+            f"{spread(logged, '{:.1f}')} | < 0.2 | — |"
+        )
+        ratio_lines.append(
+            f"| {run['engine']} | seed: one `manage.py shell` start-up, s "
+            f"(x{1 if run['engine'] == 'postgresql' else 3} "
+            f"per backup, x{3 if run['engine'] == 'postgresql' else 1}+dbshell per restore) | "
+            f"{spread(run['seed_django_startup_s'], '{:.3f}')} | | — |"
+        )
+        if not run["restores_ok"]:
+            problems.append(f"{run['engine']}: a restore did not bring back every table's rows")
+    out = ["# Backup and restore benchmark", ""]
+    out.append(
+        "Generated by `tools/bench` (see [benchmark-method.md](benchmark-method.md) for what each row runs). "
+        "Medians over the rounds, with (min-max); ratios are per round (same round, same conditions), "
+        "then median (min-max)."
+    )
+    out.append("")
+    for run in runs:
+        rows = ", ".join(f"{t} {n:,}" for t, n in sorted(run["rows"].items()) if t in TABLE_COLUMNS)
+        load = run["load_during"]
+        out.append(
+            f"- **{run['engine']}** {run['server_version'][:60]} on Debian {run['os']}: database "
+            f"{run['database_mib']:.0f} MiB on disk, uncompressed dump {run['raw_dump_bytes'] / 2**20:.0f} MiB "
+            f"({rows}); {run['rounds']} rounds; generated and loaded in {run['generate_s']:.0f} s; "
+            f"{run['cores']} cores, load average {run['load_before'][0]:.2f} before, "
+            f"{spread(load)} during the runs; every restore brought back every table's rows: "
+            f"{'yes' if run['restores_ok'] else 'NO'}."
+        )
+    out += ["", *lines, "", "Ratios and targets (lower is better):", "", *ratio_lines, ""]
+    if site_runs:
+        out.append("`ansible-playbook site.yml` against one fresh demo host:")
+        out.append("")
+        out.append("| run | wall s | changed tasks |")
+        out.append("|---|---|---|")
+        for i, r in enumerate(site_runs, 1):
+            out.append(f"| {'first' if i == 1 else 'second'} | {r['wall_s']:.1f} | {r['changed']} |")
+        out.append("")
+        if site_runs[-1]["changed"] != 0:
+            problems.append("site.yml's second run changed tasks")
+    if args.png:
+        out.append(f"![backup and restore times]({Path(args.png).name})")
+        out.append("")
+    text = "\n".join(out)
+    Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.markdown).write_text(text)
+    print(text)
+    if args.png:
+        chart(runs, args.png)
+    if args.check and problems:
+        for p in problems:
+            log(f"CHECK FAILED: {p}")
+        raise SystemExit(1)
+    if args.check:
+        log("check: every row measured, every ratio a number, every restore complete")
+
+
+def chart(runs, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
+    colors = {"seed": "#b0b0b0", "project": "#2b7bba", "floor": "#6ab04c"}
+    for ax, run in zip(axes[0], runs, strict=False):
+        col, _ = summarize(run)
+        groups = ["backup", "restore"]
+        for i, method in enumerate(METHODS):
+            meds, errs = [], [[], []]
+            for phase in groups:
+                vals = [v for v in col(method, phase, "wall_s") if v is not None]
+                m = statistics.median(vals) if vals else 0
+                meds.append(m)
+                errs[0].append(m - min(vals) if vals else 0)
+                errs[1].append(max(vals) - m if vals else 0)
+            xs = [g + (i - 1) * 0.27 for g in range(len(groups))]
+            ax.bar(xs, meds, 0.27, yerr=errs, capsize=3, color=colors[method], label=method)
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylabel("wall time, s (median, min-max)")
+        ax.set_title(f"{run['engine']}, {run['raw_dump_bytes'] / 2**20:.0f} MiB dump, {run['rounds']} rounds")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("engine", choices=["postgresql", "mysql"])
+    m.add_argument("container")
+    m.add_argument("--size-mb", type=float, default=500)
+    m.add_argument("--rounds", type=int, default=3)
+    m.add_argument("--json", required=True)
+    s = sub.add_parser("site")
+    s.add_argument("inventory")
+    s.add_argument("--json", required=True)
+    r = sub.add_parser("report")
+    r.add_argument("json", nargs="+")
+    r.add_argument("--markdown", required=True)
+    r.add_argument("--png")
+    r.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    {"measure": measure, "site": site, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+ALTER TABLE blog_article ADD PRIMARY KEY (id);
+ALTER TABLE blog_comment ADD PRIMARY KEY (id);
+ALTER TABLE blog_article ADD CONSTRAINT blog_article_uuid_key UNIQUE (uuid);
+ALTER TABLE blog_article ADD CONSTRAINT blog_article_slug_key UNIQUE (slug);
+ALTER TABLE blog_article ADD CONSTRAINT blog_article_author_fk FOREIGN KEY (author_id) REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE blog_comment ADD CONSTRAINT blog_comment_article_fk FOREIGN KEY (article_id) REFERENCES blog_article (id) DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE blog_comment ADD CONSTRAINT blog_comment_author_fk FOREIGN KEY (author_id) REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED;
+CREATE INDEX blog_article_author_idx ON blog_article (author_id);
+CREATE INDEX blog_article_created_idx ON blog_article (created_at);
+CREATE INDEX blog_article_status_created_idx ON blog_article (status, created_at);
+CREATE INDEX blog_comment_article_idx ON blog_comment (article_id);
+CREATE INDEX blog_comment_author_idx ON blog_comment (author_id);
+CREATE INDEX blog_comment_created_idx ON blog_comment (created_at);
+SELECT setval(pg_get_serial_sequence('auth_user', 'id'), (SELECT max(id) FROM auth_user));
+SELECT setval(pg_get_serial_sequence('blog_article', 'id'), (SELECT max(id) FROM blog_article));
+SELECT setval(pg_get_serial_sequence('blog_comment', 'id'), (SELECT max(id) FROM blog_comment));
