@@ -21,6 +21,7 @@ JSON_LOG = f"{LOGS}/django.json.log"
 FLAT_LOG = f"{LOGS}/django.log"
 SITE = VARS["test_logging_site"]
 MAIL_DIR = VARS["test_logging_mail_dir"]
+SENTRY_DIR = VARS["test_logging_sentry_dir"]
 SETTINGS_FILE = f"{HOME}/src/shop/shop/settings/production.py"
 MODULE_FILE = f"{HOME}/src/shop/shop/settings/djangoops_logging.py"
 SECRETS_FILE = f"{HOME}/.djangoops/django_logging.json"
@@ -101,6 +102,23 @@ def mails_mentioning(host, text):
         if text in str(message["Subject"]) or text in body:
             found.append((envelope, message))
     return found
+
+
+def sentry_events(host):
+    """The event items of every envelope the Sentry stand-in received."""
+    events = []
+    for name in sorted(host.run(f"ls -1 {SENTRY_DIR}").stdout.split()):
+        if not name.endswith(".envelope"):
+            continue
+        lines = host.file(f"{SENTRY_DIR}/{name}").content_string.splitlines()[1:]
+        for item_header, payload in zip(lines[::2], lines[1::2], strict=False):
+            if json.loads(item_header).get("type") == "event":
+                events.append(json.loads(payload))
+    return events
+
+
+def sentry_events_mentioning(host, text):
+    return [event for event in sentry_events(host) if text in json.dumps(event)]
 
 
 def manage(host, code, settings="shop.settings.production"):

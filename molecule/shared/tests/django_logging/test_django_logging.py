@@ -6,6 +6,7 @@ SMTP sink."""
 import hashlib
 import json
 import re
+import time
 from email.header import decode_header, make_header
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from conftest import (
     mails_mentioning,
     manage,
     request,
+    sentry_events_mentioning,
     wait_for,
 )
 
@@ -259,6 +261,40 @@ def test_a_bad_host_header_sends_no_mail(host, marker):
     assert finished[0]["code"] == 400
     assert mails_mentioning(host, bad_host) == []
     assert not [line for line in json_lines(host) if line["logger"] == "django.security.DisallowedHost"]
+
+
+# --- Sentry (a stand-in that stores what sentry-sdk sends) -----------------------------------
+
+
+def test_an_exception_reaches_sentry_once_with_the_log_as_breadcrumbs(host, marker):
+    status, _ = request(host, f"/logging/boom/?marker={marker}")
+    assert status == 500
+    wait_for(lambda: sentry_events_mentioning(host, f"boom {marker}"), what="the Sentry event")
+    time.sleep(3)  # time for a duplicate (django.request, request_failed) to arrive, if one were sent
+    events = sentry_events_mentioning(host, marker)
+    assert len(events) == 1, events
+    event = events[0]
+    assert [(value["type"], value["value"]) for value in event["exception"]["values"]] == [
+        ("RuntimeError", f"boom {marker}")
+    ]
+    assert event["environment"] == "molecule"
+    crumbs = [crumb.get("message") for crumb in event.get("breadcrumbs", {}).get("values", [])]
+    assert f"about to fail, marker {marker}" in crumbs
+
+
+def test_structlog_error_lines_make_no_sentry_event(host, marker):
+    status, _ = request(host, f"/logging/structured-error/?marker={marker}")
+    assert status == 200
+    line = wait_for(lambda: events_for(host, marker, "structured_error"), what="the error line")[0]
+    assert line["level"] == "error"
+    time.sleep(3)
+    assert sentry_events_mentioning(host, marker) == []
+
+
+def test_the_sentry_dsn_is_kept_with_the_secrets(host):
+    dsn = f"http://public@127.0.0.1:{VARS['test_logging_sentry_port']}/1"
+    assert json.loads(host.file(SECRETS_FILE).content_string)["SENTRY_DSN"] == dsn
+    assert dsn not in host.file(MODULE_FILE).content_string
 
 
 # --- rotation --------------------------------------------------------------------------------

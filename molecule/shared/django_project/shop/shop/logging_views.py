@@ -1,5 +1,5 @@
 """Views the django_logging scenario requests over HTTP: one that logs through a
-standard logger, one through structlog, a login, and one that raises. Only the
+standard logger, two through structlog, a login, and one that raises. Only the
 standard library and Django are imported at module level, so the backup
 scenarios' Django (without structlog) loads the URLconf too."""
 
@@ -25,6 +25,13 @@ def structured(request):
     return HttpResponse("structured\n")
 
 
+def structured_error(request):
+    import structlog
+
+    structlog.get_logger(__name__).error("structured_error", marker=request.GET.get("marker", ""))
+    return HttpResponse("logged an error\n")
+
+
 def sign_in(request):
     user = authenticate(request, username=request.POST.get("username"), password=request.POST.get("password"))
     if user is None:
@@ -34,6 +41,7 @@ def sign_in(request):
 
 
 def boom(request):
+    logger.warning("about to fail, marker %s", request.GET.get("marker", ""))
     secret_in_a_local = "local-value-" + request.GET.get("marker", "")  # noqa: F841 - shown by the HTML report
     raise RuntimeError("boom " + request.GET.get("marker", ""))
 
@@ -41,6 +49,7 @@ def boom(request):
 urlpatterns = [
     path("hello/", hello),
     path("structured/", structured),
+    path("structured-error/", structured_error),
     path("login/", sign_in),
     path("boom/", boom),
 ]
