@@ -63,6 +63,27 @@ def test_the_running_site_uses_the_module(host):
     assert settings["logging"] == ["console", "flat", "json", "mail_admins", "null"]
 
 
+def test_mail_goes_through_the_settings_the_installed_django_expects(host):
+    found = result_of(
+        host,
+        "import django\nfrom django.conf import settings\n"
+        "mailers = getattr(settings, 'MAILERS', None)\n"
+        "default = mailers and mailers['default']\n"
+        "s = settings\n"
+        "legacy = None if mailers is not None else [s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_HOST_USER]\n"
+        "print('RESULT:' + json.dumps({'version': django.VERSION[:2], 'legacy': legacy,"
+        " 'mailer': default and [default['BACKEND'], default['OPTIONS']['host'], default['OPTIONS']['port'],"
+        " default['OPTIONS']['username']]}))",
+    )
+    expected = ["127.0.0.1", VARS["test_logging_smtp_port"], VARS["test_logging_smtp_user"]]
+    if found["version"] >= [6, 1]:
+        assert found["mailer"] == ["django.core.mail.backends.smtp.EmailBackend", *expected]
+        assert found["legacy"] is None
+    else:
+        assert found["legacy"] == expected
+        assert found["mailer"] is None
+
+
 def test_admins_have_the_form_the_installed_django_expects(host):
     found = result_of(
         host,
@@ -86,7 +107,8 @@ def test_check_deploy_says_nothing_about_logging_or_mail(host):
     output = result.stdout + result.stderr
     assert result.rc == 0, output
     assert "System check identified" in output  # it ran (the test project has deploy warnings of its own)
-    for word in ("LOGGING", "ADMINS", "EMAIL", "SERVER_EMAIL", "structlog", "djangoops_logging", "Traceback"):
+    words = ("LOGGING", "ADMINS", "EMAIL", "MAILERS", "mailer", "structlog", "djangoops_logging", "Traceback")
+    for word in words:
         assert word not in output, output
 
 
