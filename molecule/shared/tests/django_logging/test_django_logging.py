@@ -319,6 +319,64 @@ def test_the_sentry_dsn_is_kept_with_the_secrets(host):
     assert dsn not in host.file(MODULE_FILE).content_string
 
 
+# --- configuration details, in the running project's Django ----------------------------------
+
+
+def test_django_log_level_comes_from_the_environment(host):
+    code = "import logging\nprint('RESULT:' + json.dumps(logging.getLogger('django').level))"
+    assert result_of(host, code) == 20  # django_logging_django_level: INFO
+    out = host.run(
+        "cd /home/shop/src/shop && printf '%%s' %s | runuser -u shop -- env DJANGO_LOG_LEVEL=ERROR "
+        "/home/shop/env/bin/python manage.py shell",
+        "import json\n" + code,
+    )
+    assert out.rc == 0, out.stderr
+    assert json.loads(out.stdout.split("RESULT:", 1)[1]) == 40
+
+
+def test_the_mail_handler_drops_unreadable_post_errors(host):
+    verdicts = result_of(
+        host,
+        "import logging, sys\n"
+        "from django.http import UnreadablePostError\n"
+        "from django.utils.log import AdminEmailHandler\n"
+        "[handler] = [h for h in logging.getLogger('django').handlers if isinstance(h, AdminEmailHandler)]\n"
+        "def record(error):\n"
+        "    try:\n"
+        "        raise error\n"
+        "    except Exception:\n"
+        "        return logging.LogRecord('django.request', logging.ERROR, __file__, 1, 'x', (), sys.exc_info())\n"
+        "print('RESULT:' + json.dumps([bool(handler.filter(record(UnreadablePostError('gone')))),"
+        " bool(handler.filter(record(RuntimeError('real'))))]))",
+    )
+    assert verdicts == [False, True]
+
+
+def test_the_file_handler_leaves_creating_the_new_file_to_logrotate(host):
+    # logrotate's steps by hand, with the rendered module's handler: a line logged
+    # between the rename and the create goes to the renamed file; the handler does
+    # not create the file itself (logrotate would move such a file aside); after the
+    # create, lines go to the new file.
+    steps = result_of(
+        host,
+        "import logging, os, tempfile\n"
+        "from shop.settings.djangoops_logging import RotationSafeFileHandler\n"
+        "path = os.path.join(tempfile.mkdtemp(), 'x.log')\n"
+        "handler = RotationSafeFileHandler(path, encoding='utf-8')\n"
+        "def log(text):\n"
+        "    handler.emit(logging.LogRecord('t', logging.INFO, __file__, 1, text, (), None))\n"
+        "log('before')\n"
+        "os.rename(path, path + '.1')\n"
+        "log('between')\n"
+        "exists_between = os.path.exists(path)\n"
+        "open(path, 'x').close()\n"
+        "log('after')\n"
+        "read = lambda p: open(p).read().split()\n"
+        "print('RESULT:' + json.dumps([read(path + '.1'), exists_between, read(path)]))",
+    )
+    assert steps == [["before", "between"], False, ["after"]]
+
+
 # --- rotation --------------------------------------------------------------------------------
 
 
