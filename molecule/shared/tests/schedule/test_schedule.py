@@ -1,0 +1,325 @@
+"""The schedule role on both backends: what is scheduled, that it runs, and what
+a run does (tests marked for one backend are skipped on the other)."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+from conftest import (
+    COMMANDS,
+    HOME,
+    LOGS,
+    MARKER,
+    OWN_CRONTAB,
+    UNIT_PREFIX,
+    crontab_lines,
+    django,
+    log_lines_since,
+    pings_since,
+    wait_for,
+)
+
+SCHEDULED = {
+    "clear_sessions": "0 1 * * *",
+    "backup_db": "0 2 * * *",
+    "verify_db": "0 4 * * 0",
+    "probe": "* * * * *",
+    "broken": "30 5 * * *",
+    "sandbox-probe": "0 0 1 1 *",
+}
+CALENDAR = {
+    "clear_sessions": "*-*-* 01:00:00",
+    "backup_db": "*-*-* 02:00:00",
+    "verify_db": "Sun *-*-* 04:00:00",
+    "probe": "*-*-* *:*:00",
+    "broken": "*-*-* 05:30:00",
+    "sandbox-probe": "*-01-01 00:00:00",
+}
+
+
+@pytest.fixture(scope="module")
+def scheduled(variables):
+    """The jobs this host should have, with their cron times."""
+    jobs = dict(SCHEDULED)
+    if variables.get("test_app_container"):
+        jobs["in-app-container"] = "0 0 1 1 *"
+    return jobs
+
+
+def only(backend_name):
+    return pytest.mark.parametrize("wanted_backend", [backend_name])
+
+
+@pytest.fixture(autouse=True)
+def _skip_other_backend(request, backend):
+    wanted = request.node.callspec.params.get("wanted_backend") if hasattr(request.node, "callspec") else None
+    if wanted and wanted != backend:
+        pytest.skip(f"{wanted} backend only; this host uses {backend}")
+
+
+# --- what any backend must do ---------------------------------------------------
+
+
+def test_job_scripts_and_their_library_are_shellcheck_clean_as_rendered(host):
+    result = host.run(
+        f"cd {COMMANDS} && export LC_ALL=C.UTF-8 && shellcheck --external-sources clear_sessions.sh probe.sh"
+        " && shellcheck --external-sources --source-path=lib --exclude=SC2034 lib/jobs.sh"
+    )
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_clear_sessions_removes_expired_sessions_and_keeps_live_ones(host, run_job):
+    created = django(
+        host,
+        "import json\n"
+        "from django.contrib.sessions.backends.db import SessionStore\n"
+        "keys = {'live': [], 'expired': []}\n"
+        "for n in range(3):\n"
+        "    s = SessionStore(); s['n'] = n; s.set_expiry(3600); s.create(); keys['live'].append(s.session_key)\n"
+        "    s = SessionStore(); s['n'] = n; s.set_expiry(-60); s.create(); keys['expired'].append(s.session_key)\n"
+        "print(json.dumps(keys))\n",
+    )
+    started = time.time()
+    assert run_job("clear_sessions") == 0
+    left = django(
+        host,
+        "import json\n"
+        "from django.contrib.sessions.models import Session\n"
+        "from django.utils import timezone\n"
+        "print(json.dumps({'keys': list(Session.objects.values_list('session_key', flat=True)),\n"
+        "  'expired': Session.objects.filter(expire_date__lt=timezone.now()).count()}))\n",
+    )
+    assert set(created["live"]) <= set(left["keys"])
+    assert not set(created["expired"]) & set(left["keys"])
+    assert left["expired"] == 0
+    lines = log_lines_since(host, "clear_sessions", started)
+    assert any("running in /home/shop/src/shop: python manage.py clearsessions" in line for line in lines), lines
+    assert any("finished in 0 min" in line for line in lines), lines
+    pings = pings_since(host, started)
+    assert "/ping/clear_sessions/start" in pings
+    assert "/ping/clear_sessions/0" in pings
+
+
+def test_a_failing_job_exits_12_and_says_why(host, run_job):
+    started = time.time()
+    assert run_job("broken") == 12
+    lines = log_lines_since(host, "broken", started)
+    assert any(" OUT   about to fail" in line for line in lines), lines
+    assert any("the command failed with exit code 3" in line for line in lines), lines
+    assert "/ping/broken/12" in pings_since(host, started)
+    metrics = host.file("/var/lib/djangoops-metrics/djangoops_shop_broken.prom").content_string
+    assert 'djangoops_job_exit_code{project="shop",job="broken"} 12' in metrics
+
+
+def test_each_job_writes_its_output_to_its_own_log(host, run_job):
+    started = time.time()
+    assert run_job("probe") == 0
+    lines = log_lines_since(host, "probe", started)
+    assert any(" OUT   probe ran with Django " in line for line in lines), lines
+    assert any(" OUT   settings: shop.settings.production" in line for line in lines), lines
+    assert not any("probe ran" in line for line in log_lines_since(host, "broken", started))
+
+
+def test_under_cron_only_problems_reach_stderr(host):
+    quiet = host.run(f"runuser -u shop -- env DJANGOOPS_STDERR=problems {COMMANDS}/probe.sh </dev/null")
+    assert quiet.rc in (0, 5), quiet.stderr  # 5: cron's own run of it held the lock
+    if quiet.rc == 0:
+        assert quiet.stderr == ""
+    loud = host.run(f"runuser -u shop -- env DJANGOOPS_STDERR=problems {COMMANDS}/broken.sh </dev/null")
+    assert loud.rc == 12
+    assert "ERROR the command failed with exit code 3" in loud.stderr
+    assert "about to fail" not in loud.stderr  # the output is in the log, not in the mail
+
+
+def test_a_removed_job_is_gone_everywhere(host):
+    assert not host.file(f"{COMMANDS}/retired.sh").exists
+    assert not any("retired" in line for line in crontab_lines(host))
+    assert host.run(f"ls /etc/systemd/system/{UNIT_PREFIX}retired.*").rc != 0
+
+
+# --- cron -----------------------------------------------------------------------------
+
+
+@only("cron")
+def test_the_crontab_has_exactly_the_expected_lines(host, variables, scheduled, wanted_backend):
+    mailto = variables.get("schedule_mailto", "")
+    expected = [
+        f'MAILTO="{mailto}"',
+        f'HOME="{HOME}"',
+        f'PATH="{HOME}/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"',
+        'SHELL="/bin/bash"',
+        'DJANGOOPS_STDERR="problems"',
+        *OWN_CRONTAB,
+    ]
+    for name, when in scheduled.items():
+        expected += [f"{MARKER}{name}", f"{when} {COMMANDS}/{name}.sh"]
+    assert crontab_lines(host) == expected
+
+
+@only("cron")
+def test_cron_really_starts_the_probe_job(host, wanted_backend):
+    started = time.time()
+
+    def ran():
+        pings = pings_since(host, started)
+        lines = log_lines_since(host, "probe", started)
+        return "/ping/probe/0" in pings and any("probe ran with Django" in line for line in lines)
+
+    assert wait_for(ran, timeout=70), host.run("journalctl -u cron --since=-3min --no-pager | tail -20").stdout
+
+
+@only("cron")
+def test_cron_is_installed_running_and_enabled(host, wanted_backend):
+    assert host.package("cron").is_installed
+    assert host.service("cron").is_running
+    assert host.service("cron").is_enabled
+
+
+@only("cron")
+def test_no_systemd_unit_of_the_project_is_left(host, wanted_backend):
+    assert host.run(f"ls /etc/systemd/system/{UNIT_PREFIX}*").rc != 0
+    assert UNIT_PREFIX not in host.run("systemctl list-timers --all --no-pager").stdout
+
+
+# --- systemd ---------------------------------------------------------------------------
+
+
+@only("systemd")
+def test_units_pass_systemd_analyze_verify(host, scheduled, wanted_backend):
+    units = host.run(f"ls /etc/systemd/system/{UNIT_PREFIX}*").stdout.split()
+    assert sorted(units) == sorted(
+        f"/etc/systemd/system/{UNIT_PREFIX}{name}.{kind}" for name in scheduled for kind in ("service", "timer")
+    )
+    result = host.run("systemd-analyze verify " + " ".join(units))
+    assert result.rc == 0, result.stderr
+    assert UNIT_PREFIX not in result.stderr, result.stderr
+
+
+@only("systemd")
+def test_timers_are_listed_with_their_next_run(host, wanted_backend):
+    listed = host.run("systemctl list-timers --all --no-pager").stdout
+    for name, calendar in CALENDAR.items():
+        timer = f"{UNIT_PREFIX}{name}.timer"
+        assert timer in listed
+        show = host.run(f"systemctl show --property=TimersCalendar,NextElapseUSecRealtime,ActiveState {timer}").stdout
+        assert f"OnCalendar={calendar} ;" in show, show
+        assert "ActiveState=active" in show
+        next_run = next(line for line in show.splitlines() if line.startswith("NextElapseUSecRealtime="))
+        assert next_run.split("=", 1)[1] not in ("", "0", "n/a"), show
+        assert host.service(timer).is_enabled
+
+
+@only("systemd")
+def test_the_backup_and_test_restore_run_inside_the_sandbox(host, run_job, wanted_backend):
+    before = host.run(f"readlink {HOME}/db_backups/latest").stdout.strip()
+    time.sleep(1)  # backups are named by the second
+    assert run_job("backup_db") == 0, host.run(f"tail -n 20 {LOGS}/backup_db.log").stdout
+    after = host.run(f"readlink {HOME}/db_backups/latest").stdout.strip()
+    assert after and after != before
+    assert run_job("verify_db") == 0, host.run(f"tail -n 20 {LOGS}/verify_db.log").stdout
+
+
+@only("systemd")
+def test_the_sandbox_keeps_jobs_from_writing_elsewhere(host, run_job, wanted_backend):
+    started = time.time()
+    assert run_job("sandbox-probe") == 12
+    assert not host.file(f"{HOME}/src/shop/.sandbox-probe").exists
+    assert any("Read-only file system" in line for line in log_lines_since(host, "sandbox-probe", started))
+    # The same command outside the sandbox can write there: the test can fail.
+    assert host.run(f"runuser -u shop -- touch {HOME}/src/shop/.sandbox-probe").rc == 0
+    host.run(f"rm -f {HOME}/src/shop/.sandbox-probe")
+
+
+@only("systemd")
+def test_a_job_runs_in_the_named_container(host, variables, run_job, wanted_backend):
+    container = variables.get("test_app_container")
+    if not container:
+        pytest.skip("this host has no Docker socket in the test bed")
+    started = time.time()
+    assert run_job("in-app-container") == 0, host.run(f"tail -n 5 {LOGS}/in-app-container.log").stdout
+    lines = log_lines_since(host, "in-app-container", started)
+    assert any(f"running in the container {container}:" in line for line in lines), lines
+    # The host is Debian 13; the container it reached is Debian 12.
+    assert any(" OUT   Debian 12." in line for line in lines), lines
+    assert host.file("/etc/debian_version").content_string.startswith("13")
+
+
+@only("systemd")
+def test_no_cron_entry_of_the_project_is_left(host, wanted_backend):
+    assert crontab_lines(host) == OWN_CRONTAB
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+# The project as the scenario set it up, so that the project role (a dependency,
+# applied first) has nothing to change.
+GOOD = {"project_name": "shop", "project_metrics_dir": "/var/lib/djangoops-metrics", "schedule_backend": "cron"}
+BAD_INPUT = [
+    pytest.param({"schedule_backend": "anacron"}, "schedule_backend", id="unknown-backend"),
+    pytest.param({"schedule_backup_time": "0 25 * * *"}, "hour 25 is outside 0-23", id="bad-hour"),
+    pytest.param({"schedule_verify_time": "0 4 * *"}, "must have five fields", id="four-fields"),
+    pytest.param({"schedule_clear_sessions_time": "@reboot"}, "no systemd equivalent", id="reboot"),
+    pytest.param(
+        {"schedule_jobs": [{"name": "backup_db", "time": "@daily", "command": "true"}]},
+        "not one of backup_db",
+        id="reserved-name",
+    ),
+    pytest.param(
+        {"schedule_jobs": [{"name": "a b", "time": "@daily", "command": "true"}]}, "a job name takes", id="bad-name"
+    ),
+    pytest.param({"schedule_jobs": [{"name": "x", "time": "@daily"}]}, "job 'x' has no command", id="no-command"),
+    pytest.param({"schedule_jobs": [{"name": "x", "command": "true"}]}, "time", id="no-time"),
+    pytest.param(
+        {
+            "schedule_backend": "systemd",
+            "schedule_jobs": [{"name": "x", "time": "@daily", "command": "true", "read_write_paths": ["relative/dir"]}],
+        },
+        "relative/dir",
+        id="relative-write-path",
+    ),
+]
+
+
+def apply_schedule_role(hostname, tmp_path, extra_vars):
+    """Applies the role with only `extra_vars`, through a bare inventory of just this
+    host (none of the scenario's variables); returns the result and its output."""
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text("- hosts: all\n  roles:\n    - djangoops.maintenance.schedule\n")
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps(extra_vars))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", f"{hostname},", "-c", "community.docker.docker", "-e", f"@{extra}", str(playbook)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    return result, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUT)
+def test_bad_input_fails_with_a_clear_message_and_changes_nothing(host, tmp_path, extra_vars, message):
+    hostname = host.backend.get_hostname()
+    if hostname != "schedule_cron-debian12":
+        pytest.skip("validation does not depend on the platform or the backend; one host is enough")
+    before = crontab_lines(host)
+    result, output = apply_schedule_role(hostname, tmp_path, {**GOOD, **extra_vars})
+    assert result.returncode != 0, output
+    assert message in output, output
+    assert "changed=0" in output, output
+    assert crontab_lines(host) == before
+
+
+def test_a_missing_backup_script_is_named(host, tmp_path):
+    hostname = host.backend.get_hostname()
+    if hostname != "schedule_cron-debian12":
+        pytest.skip("validation does not depend on the platform or the backend; one host is enough")
+    # A second project on the same server, without djangoops.maintenance.db_backup.
+    result, output = apply_schedule_role(hostname, tmp_path, {"project_name": "blog"})
+    assert result.returncode != 0, output
+    assert "/home/blog/commands/backup_db.sh does not exist" in output, output
+    assert "schedule_backup_state" in output, output
+    assert host.run("crontab -l -u blog").rc != 0  # nothing scheduled for it
