@@ -1,0 +1,134 @@
+"""playbooks/backup.yml, restore.yml and verify.yml, run from the controller as a user
+runs them, against the two sites site.yml set up. The tests run in file order."""
+
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+import testinfra
+
+ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/inventory"
+PG_HOST, MARIADB_HOST = "operations-debian12", "operations-debian13"
+BACKUPS = "/home/shop/db_backups"
+
+
+@pytest.fixture(autouse=True)
+def _controller_tests_run_once(host):
+    # The playbooks are run from the controller against both hosts; once is enough.
+    if host.backend.get_hostname() != PG_HOST:
+        pytest.skip("runs the playbooks from the controller; once, from the first host's test run")
+
+
+def playbook(name, *extra):
+    result = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, f"playbooks/{name}", *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def items(host):
+    """The site's catalogue, seen through its own Django: row count and a checksum."""
+    code = (
+        "import hashlib, json; from catalog.models import Item; "
+        "rows = list(Item.objects.order_by('id').values_list('id', 'name')); "
+        "print(json.dumps([len(rows), hashlib.md5(repr(rows).encode()).hexdigest()]))"
+    )
+    result = host.run(
+        "cd /home/shop/src/shop && runuser -u shop -- /home/shop/env/bin/python manage.py shell -c %s", code
+    )
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def damage(host):
+    result = host.run(
+        "cd /home/shop/src/shop && runuser -u shop -- /home/shop/env/bin/python manage.py shell -c %s",
+        "from catalog.models import Item; Item.objects.filter(id__gt=300).delete()",
+    )
+    assert result.rc == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def mariadb():
+    return testinfra.get_host(f"ansible://{MARIADB_HOST}?ansible_inventory={INVENTORY}")
+
+
+def test_backup_fetches_each_hosts_newest_set_with_its_checksum_verified(host, mariadb, tmp_path):
+    rc, out = playbook("backup.yml", "-e", "fetch=true", "-e", f"fetch_dir={tmp_path}")
+    assert rc == 0, out
+    for server in (host, mariadb):
+        name = server.run(f"readlink {BACKUPS}/latest").stdout.strip()
+        fetched = tmp_path / server.backend.get_hostname()
+        sums = (fetched / f"{name}.sha256").read_text().splitlines()
+        assert len(sums) == 2  # the dump and the media archive
+        for line in sums:
+            digest, filename = line.split()
+            assert hashlib.sha256((fetched / filename).read_bytes()).hexdigest() == digest
+            assert server.run(f"sha256sum {BACKUPS}/{filename}").stdout.split()[0] == digest
+        assert json.loads((fetched / f"{name}.manifest.json").read_text())
+
+
+def test_restore_refuses_without_the_confirmation(host):
+    damage(host)
+    damaged = items(host)
+    rc, out = playbook("restore.yml", "-e", f"target={PG_HOST}")
+    assert rc != 0
+    assert "confirm_database is not set" in out, out
+    assert items(host) == damaged
+
+
+def test_restore_refuses_more_than_one_host(host):
+    damaged = items(host)
+    rc, out = playbook("restore.yml", "-e", "target=django", "-e", "confirm_database=shop")
+    assert rc != 0
+    assert "restores one host at a time" in out, out
+    assert items(host) == damaged
+
+
+def test_restore_refuses_a_name_that_is_not_the_database(host):
+    damaged = items(host)
+    rc, out = playbook("restore.yml", "-e", f"target={PG_HOST}", "-e", "confirm_database=shop_old")
+    assert rc != 0
+    assert "the confirmation did not match the database name; nothing was changed" in out, out
+    assert items(host) == damaged
+
+
+def test_restore_brings_the_data_back_and_says_what_and_how_long(host):
+    damaged = items(host)
+    rc, out = playbook("restore.yml", "-e", f"target={PG_HOST}", "-e", "confirm_database=shop")
+    assert rc == 0, out
+    restored = items(host)
+    assert restored[0] == 500 and damaged[0] == 300
+    assert "restored shop_" in out and 'into database "shop" in ' in out, out
+    assert "finished in" in out, out
+
+
+def test_verify_passes_everywhere_then_names_the_host_that_fails(host, mariadb):
+    rc, out = playbook("verify.yml")
+    assert rc == 0, out
+    assert f"{PG_HOST}: exit 0" in out and f"{MARIADB_HOST}: exit 0" in out, out
+    # A damaged newest backup on the MariaDB site only.
+    name = mariadb.run(f"readlink {BACKUPS}/latest").stdout.strip()
+    mariadb.run_expect([0], f"cp -p {BACKUPS}/{name} /root/good-copy")
+    mariadb.run_expect([0], f"printf 'X' | dd of={BACKUPS}/{name} bs=1 seek=100 conv=notrunc status=none")
+    try:
+        rc, out = playbook("verify.yml")
+    finally:
+        mariadb.run_expect([0], f"mv -f /root/good-copy {BACKUPS}/{name}")
+    assert rc != 0
+    assert f"verify failed on: {MARIADB_HOST} " in out, out
+    assert f"{PG_HOST}: exit 0" in out and f"{MARIADB_HOST}: exit 8" in out, out
+
+
+def test_a_second_site_run_changes_nothing(host):
+    rc, out = playbook("../site.yml")
+    assert rc == 0, out
+    recap = [line for line in out.splitlines() if " : ok=" in line]
+    assert len(recap) == 2 and all("changed=0" in line and "failed=0" in line for line in recap), out
