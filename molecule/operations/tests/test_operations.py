@@ -92,6 +92,15 @@ def test_restore_refuses_more_than_one_host(host):
     assert items(host) == damaged
 
 
+def test_restore_refuses_a_target_that_names_no_host(host):
+    damaged = items(host)
+    for extra in ([], ["-e", "target=operations-debian14"]):
+        rc, out = playbook("restore.yml", "-e", "confirm_database=shop", *extra)
+        assert rc != 0
+        assert "restores one host at a time" in out, out
+    assert items(host) == damaged
+
+
 def test_restore_refuses_a_name_that_is_not_the_database(host):
     damaged = items(host)
     rc, out = playbook("restore.yml", "-e", f"target={PG_HOST}", "-e", "confirm_database=shop_old")
