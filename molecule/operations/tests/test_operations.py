@@ -136,6 +136,53 @@ def test_verify_passes_everywhere_then_names_the_host_that_fails(host, mariadb):
     assert f"{PG_HOST}: exit 0" in out and f"{MARIADB_HOST}: exit 8" in out, out
 
 
+SECOND_PROJECT = """
+django:
+  hosts:
+    operations-blog:
+      ansible_host: operations-debian12
+      ansible_connection: community.docker.docker
+      project_name: blog
+      db_backup_engine: postgresql
+      db_backup_credentials_source: vars
+      db_backup_database_name: blog
+      db_backup_database_user: blog
+      db_backup_database_password: blog-password
+      db_backup_database_host: 127.0.0.1
+      db_backup_media_dir: ""
+      schedule_backend: cron
+      schedule_backup_time: "30 2 * * *"
+"""
+
+
+def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_path):
+    """One more inventory entry pointing at the PostgreSQL server: site.yml gives the
+    blog project its own user, scripts, credentials, backups and crontab, and leaves
+    the shop's alone."""
+    sql = "CREATE ROLE blog LOGIN PASSWORD 'blog-password'; CREATE DATABASE blog OWNER blog;"
+    host.run_expect([0], "printf '%%s' %s | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1", sql)
+    shop_crontab = host.run("crontab -l -u shop").stdout
+    shop_latest = host.run(f"readlink {BACKUPS}/latest").stdout
+    inventory = tmp_path / "second.yml"
+    inventory.write_text(SECOND_PROJECT)
+    result = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, "-i", str(inventory), "site.yml", "--limit", "operations-blog"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    host.run_expect([0], "/home/blog/commands/backup_db.sh")
+    assert host.run("readlink /home/blog/db_backups/latest").stdout.startswith("blog_")
+    assert "30 2 * * * /home/blog/commands/backup_db.sh" in host.run("crontab -l -u blog").stdout
+    assert host.run("crontab -l -u shop").stdout == shop_crontab
+    assert host.run(f"readlink {BACKUPS}/latest").stdout == shop_latest
+    assert host.file("/home/blog/db_backups").user == "blog"
+    # The metrics directory both projects name stays the first one's (it was there).
+    assert host.file("/var/lib/djangoops-metrics").user == "shop"
+
+
 def test_a_second_site_run_changes_nothing(host):
     rc, out = playbook("../site.yml")
     assert rc == 0, out
