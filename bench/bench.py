@@ -288,17 +288,20 @@ def measure(args):
     lookups = []
     restored_ok = []
     loads = []
+    sequence = []  # (round, phase, method) in the order they ran
     for r in range(args.rounds):
         order = METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]
         for method in order:
             loads.append(os.getloadavg()[0])
             res = backup(server, method)
+            sequence.append([r, "backup", method])
             results[method]["backup"].append(res)
             log(f"{args.engine} round {r + 1}: {method} backup {res['wall_s']:.1f} s, cpu {res['cpu_s']:.1f} s")
         for method in [m for m in order if m in RESTORED]:
             loads.append(os.getloadavg()[0])
             mark(server)
             res = restore(server, method)
+            sequence.append([r, "restore", method])
             after = server.row_counts()
             res["rows_match"] = all(after.get(t) == n for t, n in expected.items() if t != "django_session")
             restored_ok.append(res["rows_match"])
@@ -315,6 +318,7 @@ def measure(args):
         "os": server.run("cat /etc/debian_version").stdout.strip(),
         "size_mb": args.size_mb,
         "rounds": args.rounds,
+        "sequence": sequence,
         "rows": expected,
         "database_mib": server.database_mib(),
         "raw_dump_bytes": raw,

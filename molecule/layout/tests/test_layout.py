@@ -1,10 +1,12 @@
 """The project role's outcome on both servers, and its refusal of bad input."""
 
-import json
-import os
-import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
+from bare_inventory import apply_role
 
 # What each server must look like after converge: (path, owner, group, mode).
 EXPECTED = {
@@ -71,8 +73,6 @@ def test_others_cannot_read_backups(host, expected):
 
 # --- bad input ---------------------------------------------------------------
 
-ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
-
 BAD_INPUT = [
     pytest.param({}, "project_name", id="missing-name"),
     pytest.param({"project_name": "my-project"}, "project_name", id="name-not-identifier"),
@@ -93,20 +93,8 @@ def test_bad_input_fails_naming_the_variable(host, tmp_path, extra_vars, variabl
     hostname = host.backend.get_hostname()
     if hostname != "layout-debian12":
         pytest.skip("validation does not depend on the platform; one host is enough")
-    playbook = tmp_path / "playbook.yml"
-    playbook.write_text("- hosts: all\n  gather_facts: false\n  roles:\n    - djangoops.maintenance.project\n")
-    extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps(extra_vars))
-    # A bare inventory of just this host: none of the scenario's variables.
-    result = subprocess.run(
-        ["ansible-playbook", "-i", f"{hostname},", "-c", "community.docker.docker", "-e", f"@{extra}", str(playbook)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    rc, output = apply_role(hostname, "djangoops.maintenance.project", extra_vars, tmp_path, gather_facts=False)
+    assert rc != 0, output
     assert variable in output, output
     assert "changed=0" in output, output
     assert not host.file("/home/x").exists

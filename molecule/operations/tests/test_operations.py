@@ -165,14 +165,8 @@ def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_p
     shop_latest = host.run(f"readlink {BACKUPS}/latest").stdout
     inventory = tmp_path / "second.yml"
     inventory.write_text(SECOND_PROJECT)
-    result = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, "-i", str(inventory), "site.yml", "--limit", "operations-blog"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    rc, out = playbook("../site.yml", "-i", str(inventory), "--limit", "operations-blog")
+    assert rc == 0, out
     host.run_expect([0], "/home/blog/commands/backup_db.sh")
     assert host.run("readlink /home/blog/db_backups/latest").stdout.startswith("blog_")
     assert "30 2 * * * /home/blog/commands/backup_db.sh" in host.run("crontab -l -u blog").stdout
