@@ -84,6 +84,15 @@ class PostgreSQL(Engine):
             database="postgres",
         )
 
+    def other_user_session_command(self, seconds):
+        """A superuser's session left open on the site's database, as a forgotten psql is."""
+        return f'runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q -c "SELECT pg_sleep({seconds})"'
+
+    def indexes(self, table):
+        return self.sql(
+            f"SELECT string_agg(indexdef, ';' ORDER BY indexname) FROM pg_indexes WHERE tablename = '{table}'"
+        )
+
 
 class MariaDB(Engine):
     service = "mariadb"
@@ -132,6 +141,19 @@ class MariaDB(Engine):
         ids = self.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'", database=None)
         for thread in ids.split():
             self.sql(f"KILL {thread}", database=None, check=False)
+
+    def other_user_session_command(self, seconds):
+        """root's transaction left open on a table of the site (it holds a metadata lock)."""
+        return (
+            f"mariadb --default-character-set=utf8mb4 --database={quote(DB_NAME)} -e "
+            f'"BEGIN; SELECT COUNT(*) FROM catalog_item; SELECT SLEEP({seconds});"'
+        )
+
+    def indexes(self, table):
+        return self.sql(
+            "SELECT GROUP_CONCAT(CONCAT_WS(' ', INDEX_NAME, COLUMN_NAME, NON_UNIQUE) ORDER BY INDEX_NAME, SEQ_IN_INDEX)"
+            f" FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
+        )
 
 
 def quote(value):
