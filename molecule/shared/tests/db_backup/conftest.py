@@ -57,7 +57,8 @@ class PostgreSQL(Engine):
         return f"runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q -v ON_ERROR_STOP=1"
 
     def database_exists(self, name):
-        return self.sql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", database="postgres") == "1"
+        literal = "'" + name.replace("'", "''") + "'"
+        return self.sql(f"SELECT count(*) FROM pg_database WHERE datname = {literal}", database="postgres") == "1"
 
     def table_exists(self, name):
         return self.sql(f"SELECT to_regclass('public.{name}') IS NOT NULL") == "t"
@@ -117,8 +118,9 @@ class MariaDB(Engine):
         return f"mariadb --default-character-set=utf8mb4 --database={quote(DB_NAME)}"
 
     def database_exists(self, name):
+        literal = "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
         return (
-            self.sql(f"SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{name}'", database=None)
+            self.sql(f"SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {literal}", database=None)
             == "1"
         )
 

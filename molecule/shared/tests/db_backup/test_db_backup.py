@@ -308,6 +308,56 @@ def test_backup_directory_filling_up_while_writing(host, engine, run, backups_st
     assert_untouched(host, before, backups_state())
 
 
+def test_backup_directory_filling_up_while_archiving_media(host, run, backups_state, small_backup_dir):
+    """The dump fits in the 2 MiB left, 3 MB of random bytes in MEDIA_ROOT do not: the log names the cause."""
+    host.run_expect([0], f"head -c 3000000 /dev/urandom > {HOME}/media/big.bin && chown shop: {HOME}/media/big.bin")
+    before = backups_state()
+    try:
+        result = run("backup_db.sh", "--min-free-mb", "0")
+    finally:
+        host.run(f"rm -f {HOME}/media/big.bin")
+    assert result.rc == 7, result.stderr
+    log = last_log_lines(host, "backup_db", 3)
+    assert "No space left on device" in log, log
+    assert_untouched(host, before, backups_state())
+
+
+def test_free_space_check_counts_the_media_archive(host, run, backups_state, small_backup_dir):
+    """A newest set whose media archive is 3 MB (sparse: it takes no room) needs 4.5 MB to back up again."""
+    name = latest(host)
+    newest = "shop_29991231T000000Z_daily." + name.split(".", 1)[1]
+    media = newest.split(".")[0] + ".media.tar." + newest.rsplit(".", 1)[1]
+    host.run_expect(
+        [0], f"cd {BACKUPS} && cp {quote(name)} {newest} && truncate -s 3M {media} && chown shop: shop_2999*"
+    )
+    before = backups_state()
+    try:
+        result = run("backup_db.sh", "--min-free-mb", "0")
+    finally:
+        host.run(f"rm -f {BACKUPS}/shop_2999*")
+    assert result.rc == 6, result.stderr
+    assert "MiB free in" in last_log_lines(host, "backup_db", 3)
+    before["files"] = [f for f in before["files"] if not f.startswith("shop_2999")]
+    assert_untouched(host, before, backups_state())
+
+
+@pytest.fixture
+def read_only_backup_dir(host):
+    host.run_expect([0], f"mount --bind {BACKUPS} {BACKUPS} && mount -o remount,bind,ro {BACKUPS}")
+    yield
+    host.run_expect([0], f"umount {BACKUPS}")
+
+
+@pytest.mark.parametrize("script", ["backup_db.sh", "verify_db.sh", "restore_db.sh"])
+def test_read_only_backup_directory_is_named_in_the_log(host, run, read_only_backup_dir, script):
+    result = run(script, "--yes") if script == "restore_db.sh" else run(script)
+    assert result.rc == 3, result.stderr
+    # The log is the only record when cron throws stderr away (MAILTO="").
+    log = last_log_lines(host, script.removesuffix(".sh"), 2)
+    assert "Read-only file system" in log and f"needs a writable {BACKUPS}" in log, log
+    assert "unexpected failure" not in log
+
+
 def start_blocked_backup(host, engine, seconds=60):
     """A backup whose dump waits on a table lock held by another session."""
     host.run_expect([0], f"nohup {engine.lock_table_command(seconds)} >/dev/null 2>&1 &")
