@@ -29,7 +29,6 @@ HOST_TOOLS=(
   "shellcheck shellcheck"
   "python3 python3"
   "systemd-analyze systemd" # tests/unit checks cron schedules against it
-  "apt-get apt"
   "setsid util-linux"
   "timeout coreutils"
   "sha256sum coreutils"
@@ -72,6 +71,7 @@ ensure_host_packages() {
   [[ -n $missing ]] || return 0
   # shellcheck disable=SC2086 # one package name per word
   set -- $missing
+  command -v apt-get >/dev/null || die "missing host packages ($*), and no apt-get to install them: the tools expect Debian 12 or 13"
   [[ $EUID -eq 0 ]] || die "missing host packages; install them (sudo apt-get install $*) or run as root"
   log "Installing host packages: $*"
   mkdir -p "$CACHE"

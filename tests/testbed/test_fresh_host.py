@@ -24,6 +24,7 @@ All six machines run at once, each with a package cache of its own in
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -110,6 +111,19 @@ def sh(machine, script):
     return Result(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
 
 
+def probe(machine, commands):
+    """Each command's exit status and output, from one `docker exec` (each costs a moment)."""
+    script = "".join(
+        f"out=$( ({command}) 2>&1 ); printf '%s\\0%s\\0%s\\0' {shlex.quote(tool)} $? \"$out\"\n"
+        for tool, command in commands.items()
+    )
+    run = sh(machine, script)
+    fields = run.out.split("\0")
+    found = {fields[i]: Result(int(fields[i + 1]), fields[i + 2], "", 0) for i in range(0, len(fields) - 2, 3)}
+    missing = Result(-1, "", f"not probed: {shown(run)}", 0)
+    return {tool: found.get(tool, missing) for tool in commands}
+
+
 def lib(call):
     """A call into tools/lib.sh, as the commands in tools/ make it."""
     return f"set -Eeuo pipefail; source {TOOLS}/lib.sh; {call}"
@@ -144,8 +158,7 @@ def live_through(machine):
         return machine
     machine.install = sh(machine, lib("ensure_host_packages"))
     machine.again = sh(machine, lib("ensure_host_packages"))
-    for tool, command in {**ENGINE, **OTHERS}.items():
-        machine.probes[tool] = sh(machine, command)
+    machine.probes = probe(machine, {**ENGINE, **OTHERS})
     # This provokes a failure on purpose where no engine answers: an engine
     # cannot start in an unprivileged container. Its ERROR line stays in the
     # captured output.
