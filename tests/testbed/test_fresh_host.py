@@ -19,9 +19,11 @@ in one line; in the `engine` kind, that the running engine is used and left
 running.
 
 All six machines run at once, each with a package cache of its own in
-.cache/fresh-host/ (apt locks it), kept for the next run.
+.cache/fresh-host/ (apt locks it), kept for the next run with the packages
+they share hard-linked.
 """
 
+import filecmp
 import hashlib
 import os
 import shlex
@@ -181,6 +183,19 @@ def machines():
             yield {(m.platform, m.kind): m for m in pool.map(live_through, wanted)}
     finally:
         docker("rm", "--force", *(Machine(p, k).name for p in PLATFORMS for k in KINDS), check=False)
+        share_packages()
+
+
+def share_packages():
+    """One copy on disk of each package and package list the machines of a release have alike."""
+    for platform in PLATFORMS:
+        for pattern in ("archives/*.deb", "lists/*_*"):
+            first = {}
+            for path in sorted(CACHE.glob(f"{platform}-*/{pattern}")):
+                kept = first.setdefault(path.name, path)
+                if kept != path and not path.samefile(kept) and filecmp.cmp(kept, path, shallow=False):
+                    path.unlink()
+                    os.link(kept, path)
 
 
 def machine_of(machines, platform, kind):
