@@ -18,42 +18,160 @@ die() { log "ERROR: $*"; exit 1; }
 
 # --- host packages -----------------------------------------------------------
 
-ensure_host_packages() {
-  local missing=()
-  command -v docker >/dev/null || missing+=(docker.io)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  command -v shellcheck >/dev/null || missing+=(shellcheck)
-  command -v git >/dev/null || missing+=(git)
-  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-  ((${#missing[@]})) || return 0
-  [[ $EUID -eq 0 ]] || die "missing host packages (${missing[*]}) and not root: install them, or run as root"
-  log "Installing host packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+# Every command tools/ and the test suite run on this machine, as "command
+# package". Each is checked by the command itself, not by the package: a
+# machine may have a tool from elsewhere (a Docker client from docker.com, say)
+# and lack another. tests/testbed/test_fresh_host.py checks in bare Debian 12
+# and 13 containers that, after ensure_host_packages, every one of them runs.
+HOST_TOOLS=(
+  "git git"
+  "debootstrap debootstrap"
+  "shellcheck shellcheck"
+  "python3 python3"
+  "systemd-analyze systemd" # tests/unit checks cron schedules against it
+  "setsid util-linux"
+  "timeout coreutils"
+  "sha256sum coreutils"
+  "mktemp coreutils"
+  "tee coreutils"
+  "tar tar"
+  "find findutils"
+  "sed sed"
+)
+# The engine's pieces: needed only when no engine answers. The client alone
+# (`docker`) starts nothing, so the engine is judged by dockerd, containerd and
+# runc, which Debian's docker.io brings together (with iptables, which dockerd
+# needs to start).
+ENGINE_TOOLS=(
+  "docker docker.io"
+  "dockerd docker.io"
+  "containerd docker.io"
+  "runc docker.io"
+  "iptables iptables"
+)
+
+# The packages that would bring what is missing, one per line, each once.
+missing_host_packages() {
+  local entries=("${HOST_TOOLS[@]}") entry
+  docker_answers || entries+=("${ENGINE_TOOLS[@]}")
+  {
+    for entry in "${entries[@]}"; do
+      command -v "${entry%% *}" >/dev/null || printf '%s\n' "${entry#* }"
+    done
+    # pip in the virtualenvs, and the CA bundle that pip and the test images trust.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || echo python3-venv
+    [[ -f /etc/ssl/certs/ca-certificates.crt ]] || echo ca-certificates
+  } | sort -u
 }
+
+ensure_host_packages() {
+  local missing engine_answered=0
+  docker_answers && engine_answered=1
+  missing=$(missing_host_packages)
+  [[ -n $missing ]] || return 0
+  # shellcheck disable=SC2086 # one package name per word
+  set -- $missing
+  command -v apt-get >/dev/null || die "missing host packages ($*), and no apt-get to install them: the tools expect Debian 12 or 13"
+  [[ $EUID -eq 0 ]] || die "missing host packages; install them (sudo apt-get install $*) or run as root"
+  log "Installing host packages: $*"
+  mkdir -p "$CACHE"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >"$CACHE/apt.log" 2>&1; then
+    die "apt-get could not install $*: $(one_line "$(grep -E '^(E|Err):' "$CACHE/apt.log" | tail -n 3)") (see .cache/apt.log)"
+  fi
+  missing=$(missing_host_packages)
+  [[ -z $missing ]] || die "still missing after apt-get install: $(one_line "$missing") (see .cache/apt.log)"
+  # The package's own scripts may have started the engine (systemd does):
+  # then the tools started it, and `tools/engine stop` may stop it.
+  if ((!engine_answered)) && [[ -d /run/systemd/system ]] && docker_answers; then
+    echo systemd >"$CACHE/engine.started"
+  fi
+}
+
+one_line() { local text=${1//$'\n'/ | }; printf '%s' "${text:-(nothing)}"; }
 
 # --- Docker engine -----------------------------------------------------------
 
-docker_answers() { docker info >/dev/null 2>&1; }
+docker_answers() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
 
 # Starts an engine when none answers, and remembers that it did so that
-# `tools/engine stop` stops only what the tools started.
+# `tools/engine stop` stops only what the tools started. An engine that already
+# answers is used as it is and left running.
 ensure_docker() {
   docker_answers && return 0
   mkdir -p "$CACHE"
+  local how pid="" i
   if [[ -d /run/systemd/system ]] && systemctl start docker >/dev/null 2>&1; then
+    how=systemd
     echo systemd >"$CACHE/engine.started"
   else
+    how=dockerd
     log "No Docker engine answers; starting dockerd (log: .cache/dockerd.log)"
     setsid dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null &
-    echo "$!" >"$CACHE/engine.started"
+    pid=$!
+    echo "$pid" >"$CACHE/engine.started"
   fi
-  local i
   for ((i = 0; i < 60; i++)); do
     docker_answers && return 0
+    # A dockerd that has exited will not answer: say why now, not in a minute.
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$CACHE/engine.started"
+      engine_failed "$how" "exited"
+    fi
     sleep 1
   done
-  die "the Docker engine did not answer within 60 s (see .cache/dockerd.log)"
+  engine_failed "$how" "did not answer within 60 s"
+}
+
+# Dies with one line: what happened, the reason from the engine's log, and the
+# command that fixes it.
+engine_failed() {
+  local how=$1 what=$2 reason fix where
+  if [[ $how == systemd ]]; then
+    reason=$(journalctl -u docker --no-pager -o cat -n 20 2>/dev/null || true)
+    where="journalctl -u docker"
+  else
+    reason=$(cat "$CACHE/dockerd.log" 2>/dev/null || true)
+    where=".cache/dockerd.log"
+  fi
+  reason=$(engine_log_reason "$reason")
+  fix=$(engine_fix "$reason")
+  # Long reasons keep their start (what failed) and their end (why).
+  ((${#reason} <= 400)) || reason="${reason:0:150} ... ${reason: -240}"
+  die "the Docker engine ($how) $what: $reason. Fix: $fix (full log: $where)"
+}
+
+# The line of an engine's log that says why it stopped: dockerd's own "failed
+# to start daemon", else its last error, else its last line; without the
+# time= and level= fields.
+engine_log_reason() {
+  local log=$1 line
+  line=$(grep -E 'failed to start daemon' <<<"$log" | tail -n 1)
+  [[ -n $line ]] || line=$(grep -E 'level=(fatal|error)|[Ee]rror' <<<"$log" | tail -n 1)
+  [[ -n $line ]] || line=$(grep -v '^[[:space:]]*$' <<<"$log" | tail -n 1)
+  line=$(sed -E 's/time="[^"]*" //; s/level=[a-z]+ //; s/^msg="(.*)"$/\1/' <<<"$line")
+  line=$(tr -s '[:space:]' ' ' <<<"$line")
+  line=${line% }
+  [[ -n $line ]] || line="its log is empty"
+  printf '%s' "$line"
+}
+
+# The command that fixes the commonest reasons an engine cannot start.
+engine_fix() {
+  case $1 in
+    *"must be root"* | *"ermission denied"* | *"peration not permitted"*)
+      if [[ $EUID -ne 0 ]]; then
+        echo "run as root (sudo $0)"
+      else
+        echo "run on the machine itself or a VM: an unprivileged container cannot run an engine; or point DOCKER_HOST at an engine that runs"
+      fi
+      ;;
+    *"pid file found"* | *"address already in use"*)
+      echo "another engine holds its socket or pid file: systemctl restart docker, or stop that dockerd, then re-run" ;;
+    *iptables*"not found"* | *"executable file not found"*)
+      echo "apt-get install --reinstall docker.io iptables, then re-run" ;;
+    *)
+      echo "start an engine by hand (systemctl start docker, or dockerd) and read its log; the tools use any engine that answers" ;;
+  esac
 }
 
 stop_started_docker() {
