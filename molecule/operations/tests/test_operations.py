@@ -4,6 +4,7 @@ runs them, against the two sites site.yml set up. The tests run in file order.""
 import hashlib
 import json
 import os
+import stat
 import subprocess
 
 import pytest
@@ -22,13 +23,14 @@ def _controller_tests_run_once(host):
         pytest.skip("runs the playbooks from the controller; once, from the first host's test run")
 
 
-def playbook(name, *extra):
+def playbook(name, *extra, umask=-1):
     result = subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, f"playbooks/{name}", *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
+        umask=umask,
     )
     return result.returncode, result.stdout + result.stderr
 
@@ -61,11 +63,18 @@ def mariadb():
 
 
 def test_backup_fetches_each_hosts_newest_set_with_its_checksum_verified(host, mariadb, tmp_path):
-    rc, out = playbook("backup.yml", "-e", "fetch=true", "-e", f"fetch_dir={tmp_path}")
+    """Each set arrives whole, and closed to others as on the server: files 0600 in 0700
+    directories (the fetch directory too: the play creates it), under a usual umask."""
+    fetch_dir = tmp_path / "backups"
+    rc, out = playbook("backup.yml", "-e", "fetch=true", "-e", f"fetch_dir={fetch_dir}", umask=0o022)
     assert rc == 0, out
+    assert stat.S_IMODE(fetch_dir.stat().st_mode) == 0o700
     for server in (host, mariadb):
         name = server.run(f"readlink {BACKUPS}/latest").stdout.strip()
-        fetched = tmp_path / server.backend.get_hostname()
+        fetched = fetch_dir / server.backend.get_hostname()
+        assert stat.S_IMODE(fetched.stat().st_mode) == 0o700
+        modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in fetched.iterdir()}
+        assert len(modes) == 4 and set(modes.values()) == {0o600}, modes  # dump, media, .sha256, manifest
         sums = (fetched / f"{name}.sha256").read_text().splitlines()
         assert len(sums) == 2  # the dump and the media archive
         for line in sums:
@@ -151,6 +160,8 @@ django:
       db_backup_database_host: 127.0.0.1
       db_backup_media_dir: ""
       schedule_backend: cron
+      # The blog has no Django code on this server: nothing would run clearsessions.
+      schedule_clear_sessions_state: absent
       schedule_backup_time: "30 2 * * *"
 """
 
