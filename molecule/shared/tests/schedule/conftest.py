@@ -1,21 +1,33 @@
 """Helpers for the schedule scenarios: which backend the host uses, running a job
-the way that backend does, the health-check listener's log, and the Django
-session table through the project's own manage.py."""
+the way that backend does, the health-check listener's log, the Django session
+table through the project's own manage.py, the project user's crontab and what
+cron gave the team's job, and the mails cron sent (prepare_schedule.yml installs
+a sendmail that keeps them)."""
 
 import json
+import os
+import re
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
 HOME = "/home/shop"
 COMMANDS = f"{HOME}/commands"
 LOGS = f"{HOME}/logs"
 PINGS = "/var/log/hc-pings.log"
 UNIT_PREFIX = "djangoops-shop-"
-MARKER = "#Ansible: djangoops:shop:"
-# The crontab prepare_schedule.yml gives the project user before any role runs.
-OWN_CRONTAB = ["# the site's own job, not ours", "17 3 * * * /bin/true"]
+CRON_FILE = "/etc/cron.d/djangoops-shop"
+# Where the role's first version marked its entries in the project user's crontab.
+V1_MARKER = "#Ansible: djangoops:shop:"
+MAILS = "/var/spool/test-mail"
+TEAM_ENV = "/var/lib/acme/env"
+# The project user's crontab as the site's team keeps it (prepare_schedule.yml
+# writes it; on upgraded hosts below the first version's lines).
+VARS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule/shared/vars/schedule.yml"
+TEAM_CRONTAB = yaml.safe_load(VARS.read_text())["test_team_crontab"]
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +40,24 @@ def backend(variables):
     return variables["schedule_backend"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def verify_started(host):
+    """When this host's tests began: after the last converge."""
+    return time.time()
+
+
 @pytest.fixture
 def run_job(host, backend):
     """Runs a job as its scheduler would and returns its exit code: systemd starts
-    the service (and waits for it); cron's environment is the crontab's."""
+    the service (and waits for it); cron's environment is the one its file sets."""
 
     def _run(name):
         if backend == "systemd":
             host.run(f"systemctl start {UNIT_PREFIX}{name}.service")
             status = host.run(f"systemctl show --property=ExecMainStatus --value {UNIT_PREFIX}{name}.service")
             return int(status.stdout.strip())
-        result = host.run(
-            f"runuser -u shop -- env -i HOME={HOME} SHELL=/bin/bash PATH=/usr/bin:/bin {COMMANDS}/{name}.sh </dev/null"
-        )
+        environment = " ".join(quote(f"{name}={value}") for name, value in cron_file_environment(host).items())
+        result = host.run(f"runuser -u shop -- env -i {environment} {COMMANDS}/{name}.sh </dev/null")
         return result.rc
 
     return _run
@@ -79,10 +96,55 @@ def django(host, code):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def crontab_lines(host):
+def crontab_text(host):
+    """The project user's crontab as `crontab -l` prints it, byte for byte ("" when none)."""
     result = host.run("crontab -l -u shop")
     assert result.rc in (0, 1), result.stderr
-    return [line for line in result.stdout.splitlines() if line.strip()]
+    return result.stdout if result.rc == 0 else ""
+
+
+def cron_file_text(host, path=CRON_FILE):
+    """The role's cron file ("" when there is none)."""
+    result = host.run(f"cat {path}")
+    return result.stdout if result.rc == 0 else ""
+
+
+def cron_file_lines(host):
+    """The lines of the role's cron file that cron reads (no comments, no blank lines)."""
+    lines = cron_file_text(host).splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def cron_file_environment(host):
+    """NAME="value" lines of the role's cron file, as cron reads them."""
+    pairs = (re.fullmatch(r'([A-Z_]+)="(.*)"', line) for line in cron_file_lines(host))
+    return {match[1]: match[2] for match in pairs if match}
+
+
+def team_run_since(host, since):
+    """The environment cron gave the team's acme-report in a run that started at or
+    after the epoch `since`, or None before such a run."""
+    env = host.file(TEAM_ENV)
+    if not env.exists:
+        return None
+    stamp, *lines = env.content_string.splitlines()
+    if int(stamp) < int(since):
+        return None
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def mails_since(host, since):
+    """The mails cron handed to sendmail since the epoch `since`: recipients (the
+    last argument), headers and body."""
+    found = []
+    texts = host.run(f"tail -v -n +1 {MAILS}/mail.* 2>/dev/null").stdout  # each after "==> FILE <=="
+    for text in re.split(r"^==> .* <==\n", texts, flags=re.MULTILINE)[1:]:
+        head, _, body = text.partition("\n\n")
+        headers = dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
+        if int(headers.get("X-Test-Received", 0)) >= int(since):
+            args = headers.get("X-Test-Args", "").split()
+            found.append({"to": args[-1] if args else "", "headers": headers, "body": body})
+    return found
 
 
 def wait_for(predicate, timeout, interval=2):

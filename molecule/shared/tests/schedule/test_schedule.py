@@ -1,6 +1,9 @@
 """The schedule role on both backends: what is scheduled, that it runs, and what
-a run does (tests marked for one backend are skipped on the other)."""
+a run does (tests marked for one backend are skipped on the other); the team's
+own crontab, which no run of the role may change."""
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,15 +14,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bare_inventory import apply_role
 from conftest import (
     COMMANDS,
+    CRON_FILE,
     HOME,
     LOGS,
-    MARKER,
-    OWN_CRONTAB,
+    TEAM_CRONTAB,
     UNIT_PREFIX,
-    crontab_lines,
+    V1_MARKER,
+    cron_file_lines,
+    cron_file_text,
+    crontab_text,
     django,
     log_lines_since,
+    mails_since,
     pings_since,
+    team_run_since,
     wait_for,
 )
 
@@ -31,6 +39,8 @@ SCHEDULED = {
     "broken": "30 5 * * *",
     "sandbox-probe": "0 0 1 1 *",
 }
+# What the jobs find on PATH: the virtualenv first, once, then schedule_path's rest.
+JOB_PATH = f"{HOME}/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CALENDAR = {
     "clear_sessions": "*-*-* 01:00:00",
     "backup_db": "*-*-* 02:00:00",
@@ -122,6 +132,8 @@ def test_each_job_writes_its_output_to_its_own_log(host, run_job):
     assert any(" OUT   probe ran with Django " in line for line in lines), lines
     assert any(" OUT   settings: shop.settings.production" in line for line in lines), lines
     assert not any("probe ran" in line for line in log_lines_since(host, "broken", started))
+    # The virtualenv first on PATH and there once, whatever the scheduler's PATH held.
+    assert [line.split(" OUT   ", 1)[1] for line in lines if " OUT   PATH=" in line] == [f"PATH={JOB_PATH}"], lines
 
 
 def test_under_cron_only_problems_reach_stderr(host):
@@ -140,39 +152,124 @@ def test_under_cron_only_problems_reach_stderr(host):
 
 def test_a_removed_job_is_gone_everywhere(host):
     assert not host.file(f"{COMMANDS}/retired.sh").exists
-    assert not any("retired" in line for line in crontab_lines(host))
+    assert "retired" not in crontab_text(host)
+    assert not any("retired" in line for line in cron_file_lines(host))
     assert host.run(f"ls /etc/systemd/system/{UNIT_PREFIX}retired.*").rc != 0
+
+
+# --- the team's own crontab -----------------------------------------------------------
+
+
+def test_the_teams_crontab_is_byte_for_byte_as_it_was(host):
+    """Whatever was scheduled before (the other backend, or the role's first version
+    in this very crontab), the project user's crontab is now the team's, unchanged."""
+    assert crontab_text(host) == TEAM_CRONTAB
+
+
+def test_an_upgrade_takes_out_exactly_what_the_first_version_wrote(host, variables):
+    if variables.get("test_previous") != "v1":
+        pytest.skip("this host did not start from the role's first version")
+    before = host.file("/root/crontab-before-upgrade").content_string
+    # The server really had the first version's environment lines and entries ...
+    assert before.splitlines()[:5] == [
+        f'MAILTO="{variables.get("schedule_mailto", "")}"',
+        f'HOME="{HOME}"',
+        f'PATH="{JOB_PATH}"',
+        'SHELL="/bin/bash"',
+        'DJANGOOPS_STDERR="problems"',
+    ]
+    assert f"{V1_MARKER}clear_sessions\n0 1 * * * {COMMANDS}/clear_sessions.sh\n" in before
+    assert f"{V1_MARKER}retired\n" in before
+    assert before.endswith(TEAM_CRONTAB)
+    # ... and now has the team's lines only.
+    assert crontab_text(host) == TEAM_CRONTAB
+
+
+def test_cron_gives_the_teams_job_the_teams_mailto_and_path(host, verify_started):
+    """acme-report, found only through the team's PATH, writes the environment cron
+    started it with and prints a line, which cron mails to the team's MAILTO."""
+    env = wait_for(lambda: team_run_since(host, verify_started), timeout=70)
+    assert env, host.run("journalctl -u cron --since=-3min --no-pager | tail -20").stdout
+    assert_teams_run(host, env, verify_started)
+
+
+def mails_about(host, since, command):
+    """The mails since the epoch `since` about a cron run of `command` (cron's Subject
+    ends with the command line)."""
+    return [mail for mail in mails_since(host, since) if mail["headers"].get("Subject", "").endswith(" " + command)]
+
+
+def assert_teams_run(host, env, since):
+    assert env["PATH"] == "/opt/acme-tools/bin:/usr/bin:/bin"
+    assert env["MAILTO"] == "ops@example.com"
+    assert env["SHELL"] == "/bin/sh"  # cron's own default: the team set none
+    assert "DJANGOOPS_STDERR" not in env
+    mails = wait_for(lambda: mails_about(host, since, "acme-report"), timeout=10)
+    assert mails, mails_since(host, since)
+    assert {mail["to"] for mail in mails} == {"ops@example.com"}
+    assert all(mail["body"].strip() == "acme report" for mail in mails), mails
 
 
 # --- cron -----------------------------------------------------------------------------
 
 
 @only("cron")
-def test_the_crontab_has_exactly_the_expected_lines(host, variables, scheduled, wanted_backend):
+def test_the_cron_file_has_exactly_the_expected_lines(host, variables, scheduled, wanted_backend):
     mailto = variables.get("schedule_mailto", "")
     expected = [
         f'MAILTO="{mailto}"',
         f'HOME="{HOME}"',
-        f'PATH="{HOME}/env/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"',
+        f'PATH="{JOB_PATH}"',
         'SHELL="/bin/bash"',
         'DJANGOOPS_STDERR="problems"',
-        *OWN_CRONTAB,
     ]
-    for name, when in scheduled.items():
-        expected += [f"{MARKER}{name}", f"{when} {COMMANDS}/{name}.sh"]
-    assert crontab_lines(host) == expected
+    expected += [f"{when} shop {COMMANDS}/{name}.sh" for name, when in scheduled.items()]
+    assert cron_file_lines(host) == expected
+    # cron reads only files of root's that nobody else may write.
+    cron_file = host.file(CRON_FILE)
+    assert (cron_file.user, cron_file.group, cron_file.mode) == ("root", "root", 0o644)
 
 
 @only("cron")
-def test_cron_really_starts_the_probe_job(host, wanted_backend):
+def test_cron_runs_the_jobs_with_their_environment_and_mails_only_problems(host, variables, wanted_backend):
+    """The every-minute probe as cron really starts it: the virtualenv once on PATH,
+    HOME, nothing mailed while it succeeds; then, told to fail, a mail with its
+    error only, to schedule_mailto (none when that is empty)."""
     started = time.time()
 
-    def ran():
-        pings = pings_since(host, started)
-        lines = log_lines_since(host, "probe", started)
-        return "/ping/probe/0" in pings and any("probe ran with Django" in line for line in lines)
+    def ran(exit_code):
+        return lambda: f"/ping/probe/{exit_code}" in pings_since(host, started)
 
-    assert wait_for(ran, timeout=70), host.run("journalctl -u cron --since=-3min --no-pager | tail -20").stdout
+    assert wait_for(ran(0), timeout=70), host.run("journalctl -u cron --since=-3min --no-pager | tail -20").stdout
+    lines = log_lines_since(host, "probe", started)
+    assert any("probe ran with Django" in line for line in lines), lines
+    assert f"PATH={JOB_PATH}" in [line.split(" OUT   ", 1)[-1] for line in lines], lines
+    assert f"HOME={HOME}" in [line.split(" OUT   ", 1)[-1] for line in lines], lines
+    time.sleep(5)  # cron mails when the run has ended
+    failing = time.time()
+    assert mails_about(host, started, f"{COMMANDS}/probe.sh") == []
+
+    host.run(f"runuser -u shop -- touch {HOME}/.probe-fail")
+    try:
+        started = failing
+        assert wait_for(ran(12), timeout=70), host.run("journalctl -u cron --since=-3min --no-pager | tail -20").stdout
+    finally:
+        host.run(f"rm -f {HOME}/.probe-fail")
+
+    def probe_mails():
+        return mails_about(host, failing, f"{COMMANDS}/probe.sh")
+
+    mailto = variables.get("schedule_mailto", "")
+    if not mailto:
+        time.sleep(5)
+        assert probe_mails() == []
+        return
+    mails = wait_for(probe_mails, timeout=15)
+    assert [mail["to"] for mail in mails] == [mailto], mails
+    body = mails[0]["body"].strip().splitlines()
+    assert body and all(" ERROR " in line or " WARN  " in line for line in body), body
+    assert any("the command failed with exit code 4" in line for line in body), body
+    assert "told to fail" not in mails[0]["body"]  # the command's output is in the log
 
 
 @only("cron")
@@ -253,7 +350,54 @@ def test_a_job_runs_in_the_named_container(host, variables, run_job, wanted_back
 
 @only("systemd")
 def test_no_cron_entry_of_the_project_is_left(host, wanted_backend):
-    assert crontab_lines(host) == OWN_CRONTAB
+    assert not host.file(CRON_FILE).exists
+    assert V1_MARKER not in crontab_text(host)
+
+
+# --- switching the backend and back -------------------------------------------------------
+
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/inventory"
+
+
+def apply_schedule(hostname, backend):
+    """The schedule role alone on one scenario host, with the scenario's variables and
+    `backend`; returns (exit code, output)."""
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            INVENTORY,
+            "--limit",
+            hostname,
+            "-e",
+            f"schedule_backend={backend}",
+            str(Path(__file__).with_name("switch_backend.yml")),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"],
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_switching_the_backend_and_back_leaves_the_teams_crontab_alone(host, variables, backend, scheduled):
+    """To the other backend and back: after each run the team's crontab is as it was,
+    and cron still gives the team's job its MAILTO and PATH."""
+    if not variables.get("test_round_trip"):
+        pytest.skip("one host per scenario switches back and forth")
+    other = "systemd" if backend == "cron" else "cron"
+    for step in (other, backend):
+        rc, output = apply_schedule(host.backend.get_hostname(), step)
+        assert rc == 0, output
+        since = time.time()
+        assert crontab_text(host) == TEAM_CRONTAB, f"after switching to {step}"
+        assert host.file(CRON_FILE).exists == (step == "cron")
+        timers = host.run(f"ls /etc/systemd/system/{UNIT_PREFIX}*.timer").stdout.split()
+        assert len(timers) == (len(scheduled) if step == "systemd" else 0), timers
+        env = wait_for(lambda: team_run_since(host, since), timeout=70)  # noqa: B023 (called at once)
+        assert env, f"no run of the team's job after switching to {step}"
+        assert_teams_run(host, env, since)
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -276,6 +420,8 @@ BAD_INPUT = [
     ),
     pytest.param({"schedule_jobs": [{"name": "x", "time": "@daily"}]}, "job 'x' has no command", id="no-command"),
     pytest.param({"schedule_jobs": [{"name": "x", "command": "true"}]}, "time", id="no-time"),
+    pytest.param({"schedule_mailto": 'ops@example.com" x'}, "schedule_mailto: with the cron", id="quote"),
+    pytest.param({"schedule_path": "/usr/bin\n* * * * * root id"}, "schedule_path: with the cron", id="newline"),
     pytest.param(
         {
             "schedule_backend": "systemd",
@@ -292,12 +438,12 @@ def test_bad_input_fails_with_a_clear_message_and_changes_nothing(host, tmp_path
     hostname = host.backend.get_hostname()
     if hostname != "schedule_cron-debian12":
         pytest.skip("validation does not depend on the platform or the backend; one host is enough")
-    before = crontab_lines(host)
+    before = crontab_text(host), cron_file_text(host)
     rc, output = apply_role(hostname, "djangoops.maintenance.schedule", {**GOOD, **extra_vars}, tmp_path)
     assert rc != 0, output
     assert message in output, output
     assert "changed=0" in output, output
-    assert crontab_lines(host) == before
+    assert (crontab_text(host), cron_file_text(host)) == before
 
 
 def test_a_missing_backup_script_is_named(host, tmp_path):
@@ -310,3 +456,4 @@ def test_a_missing_backup_script_is_named(host, tmp_path):
     assert "/home/blog/commands/backup_db.sh does not exist" in output, output
     assert "schedule_backup_state" in output, output
     assert host.run("crontab -l -u blog").rc != 0  # nothing scheduled for it
+    assert not host.file("/etc/cron.d/djangoops-blog").exists
