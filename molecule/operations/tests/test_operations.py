@@ -168,11 +168,11 @@ django:
 
 def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_path):
     """One more inventory entry pointing at the PostgreSQL server: site.yml gives the
-    blog project its own user, scripts, credentials, backups and crontab, and leaves
+    blog project its own user, scripts, credentials, backups and cron file, and leaves
     the shop's alone."""
     sql = "CREATE ROLE blog LOGIN PASSWORD 'blog-password'; CREATE DATABASE blog OWNER blog;"
     host.run_expect([0], "printf '%%s' %s | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1", sql)
-    shop_crontab = host.run("crontab -l -u shop").stdout
+    shop_cron = host.file("/etc/cron.d/djangoops-shop").content_string
     shop_latest = host.run(f"readlink {BACKUPS}/latest").stdout
     inventory = tmp_path / "second.yml"
     inventory.write_text(SECOND_PROJECT)
@@ -180,8 +180,8 @@ def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_p
     assert rc == 0, out
     host.run_expect([0], "/home/blog/commands/backup_db.sh")
     assert host.run("readlink /home/blog/db_backups/latest").stdout.startswith("blog_")
-    assert "30 2 * * * /home/blog/commands/backup_db.sh" in host.run("crontab -l -u blog").stdout
-    assert host.run("crontab -l -u shop").stdout == shop_crontab
+    assert "30 2 * * * blog /home/blog/commands/backup_db.sh" in host.file("/etc/cron.d/djangoops-blog").content_string
+    assert host.file("/etc/cron.d/djangoops-shop").content_string == shop_cron
     assert host.run(f"readlink {BACKUPS}/latest").stdout == shop_latest
     assert host.file("/home/blog/db_backups").user == "blog"
     # The metrics directory both projects name stays the first one's (it was there).
