@@ -38,7 +38,12 @@ def fresh_backup(run):
 
 
 def work_databases(engine):
-    return [name for name in ("djangoops_restore_shop",) if engine.database_exists(name)]
+    """The restore's work database and the databases it sets aside, as far as they are left."""
+    if engine.service == "postgresql":
+        query = "SELECT datname FROM pg_database WHERE datname LIKE 'djangoops\\_%' AND datname NOT LIKE '%verify%'"
+        return engine.sql(query, database="postgres").split()
+    query = "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'djangoops\\_%'"
+    return [name for name in engine.sql(query, database=None).split() if "verify" not in name]
 
 
 def writer_rows(engine):
@@ -117,6 +122,7 @@ def test_restore_with_a_reconnecting_writer_loses_no_acknowledged_write(host, en
     lost = {i: n for i, n in acknowledged.items() if after.get(i) != n and before_swap.get(i) != n}
     assert not lost, f"{len(lost)} acknowledged rows lost: {sorted(lost.items())[:5]}"
     assert not set(after) & set(before_swap), "ids handed out again after the restore"
+    assert not work_databases(engine), "the set-aside database stays only when its safety backup failed"
     assert run("restore_db.sh", "--yes").rc == 0
 
 
