@@ -12,6 +12,9 @@ declare -A PLATFORM_SUITES=([debian12]=bookworm [debian13]=trixie)
 # Bump when the way base images are made changes, to rebuild them.
 BASE_RECIPE=1
 INPUTS_LABEL=org.djangoops.inputs
+# The programs the scenarios start on the test servers (molecule/shared/), baked
+# into the server image with the Django project.
+FIXTURE_PROGRAMS=(hc_listener.py logging_smtp_sink.py logging_sentry_sink.py)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -250,15 +253,24 @@ build_server_image() {
   local platform=$1 base="$IMAGE_PREFIX/base:$1" tag="$IMAGE_PREFIX/server:$1"
   local dir="$ROOT/molecule/shared/image" ca want ctx
   ca=$(host_ca_bundle)
-  want=$({ docker image inspect -f '{{.Id}}' "$base"; cat "$dir/Dockerfile" "$ca"; } | sha256sum | cut -d' ' -f1)
+  ctx=$(mktemp -d "$CACHE/context.XXXXXX")
+  cp "$dir/Dockerfile" "$ctx/"
+  cp "$ca" "$ctx/host-ca.crt"
+  # The fixtures every scenario deploys or starts, in /opt/djangoops-test.
+  mkdir -p "$ctx/fixtures/bin"
+  cp -R "$ROOT/molecule/shared/django_project/shop" "$ctx/fixtures/shop"
+  cp "${FIXTURE_PROGRAMS[@]/#/$ROOT/molecule/shared/}" "$ctx/fixtures/bin/"
+  find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
+  want=$({
+    docker image inspect -f '{{.Id}}' "$base"
+    cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -d' ' -f1)
   if [[ $(image_inputs "$tag") == "$want" ]]; then
+    rm -rf "$ctx"
     log "Image $tag is up to date"
     return 0
   fi
   log "Building $tag"
-  ctx=$(mktemp -d "$CACHE/context.XXXXXX")
-  cp "$dir/Dockerfile" "$ctx/"
-  cp "$ca" "$ctx/host-ca.crt"
   docker build --quiet --build-arg "BASE=$base" --label "$INPUTS_LABEL=$want" -t "$tag" "$ctx" >"$CACHE/build-$platform.log" 2>&1 ||
     { rm -rf "$ctx"; die "building $tag failed (see .cache/build-$platform.log)"; }
   rm -rf "$ctx"
