@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
-from bare_inventory import apply_role
+from bare_inventory import apply_role, apply_role_cases
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 
@@ -78,30 +78,38 @@ def test_others_cannot_read_backups(host, expected):
 
 # --- bad input ---------------------------------------------------------------
 
-BAD_INPUT = [
-    pytest.param({}, "project_name", id="missing-name"),
-    pytest.param({"project_name": "my-project"}, "project_name", id="name-not-identifier"),
-    pytest.param({"project_name": "x", "project_home": "srv/x"}, "project_home", id="relative-home"),
-    pytest.param({"project_name": "x", "project_logs_mode": 750}, "project_logs_mode", id="mode-not-string"),
-    pytest.param({"project_name": "x", "project_backups_mode": "0755"}, "project_backups_mode", id="backups-open"),
-    pytest.param({"project_name": "x", "project_user": "Bad User"}, "project_user", id="bad-user-name"),
-    pytest.param({"project_name": "x", "project_user_create": "maybe"}, "project_user_create", id="not-bool"),
-    pytest.param(
-        {"project_name": "ghost", "project_user_create": False}, "project_user", id="missing-user-not-created"
-    ),
-]
+BAD_INPUT = {
+    "missing-name": ({}, "project_name"),
+    "name-not-identifier": ({"project_name": "my-project"}, "project_name"),
+    "relative-home": ({"project_name": "x", "project_home": "srv/x"}, "project_home"),
+    "mode-not-string": ({"project_name": "x", "project_logs_mode": 750}, "project_logs_mode"),
+    "backups-open": ({"project_name": "x", "project_backups_mode": "0755"}, "project_backups_mode"),
+    "bad-user-name": ({"project_name": "x", "project_user": "Bad User"}, "project_user"),
+    "not-bool": ({"project_name": "x", "project_user_create": "maybe"}, "project_user_create"),
+    "missing-user-not-created": ({"project_name": "ghost", "project_user_create": False}, "project_user"),
+}
 
 
-@pytest.mark.parametrize(("extra_vars", "variable"), BAD_INPUT)
-def test_bad_input_fails_naming_the_variable(host, tmp_path, extra_vars, variable):
-    """Bad values stop the play before it changes anything, and say which variable is wrong."""
+@pytest.fixture(scope="module")
+def bad_input_runs(host, tmp_path_factory):
+    """Every BAD_INPUT case applied in one ansible-playbook run."""
     hostname = host.backend.get_hostname()
     if hostname != "layout-debian12":
         pytest.skip("validation does not depend on the platform; one host is enough")
-    rc, output = apply_role(hostname, "djangoops.maintenance.project", extra_vars, tmp_path, gather_facts=False)
-    assert rc != 0, output
-    assert variable in output, output
-    assert "changed=0" in output, output
+    cases = {case: extra_vars for case, (extra_vars, _) in BAD_INPUT.items()}
+    return apply_role_cases(
+        hostname, "djangoops.maintenance.project", cases, tmp_path_factory.mktemp("bad-input"), gather_facts=False
+    )
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_fails_naming_the_variable(host, bad_input_runs, case):
+    """Bad values stop the play before it changes anything, and say which variable is wrong."""
+    rc, outputs, recap = bad_input_runs
+    output = outputs.get(case, "")
+    assert f"case {case} refused" in output, output or recap
+    assert BAD_INPUT[case][1] in output, output
+    assert rc == 0 and "changed=0" in recap and "failed=0" in recap, recap
     assert not host.file("/home/x").exists
 
 

@@ -1,5 +1,6 @@
 """Applies one role to one test server through a bare inventory (just that host, none
-of the scenario's variables), as the bad-input tests need."""
+of the scenario's variables), as the bad-input tests need: once, or once per case in
+one run."""
 
 import json
 import os
@@ -23,3 +24,44 @@ def apply_role(hostname, role, extra_vars, tmp_path, gather_facts=True):
         check=False,
     )
     return result.returncode, result.stdout + result.stderr
+
+
+def apply_role_cases(hostname, role, cases, tmp_path, gather_facts=True):
+    """Runs `role` on `hostname` once per case of `cases` (name -> variables), each in a
+    play of its own with only that case's variables, all in one ansible-playbook run: one
+    start-up and one fact gathering instead of one per case. A case the role refuses is
+    rescued, so that the next case still runs, and says so ("case NAME refused").
+
+    Returns the exit code, each case's output (its play, from its header to the next
+    play's) and the PLAY RECAP."""
+    plays = [
+        {
+            "name": f"case {name}",
+            "hosts": "all",
+            "gather_facts": gather_facts and index == 0,
+            "vars": variables,
+            "tasks": [
+                {
+                    "block": [{"ansible.builtin.include_role": {"name": role}}],
+                    "rescue": [{"ansible.builtin.debug": {"msg": f"case {name} refused"}}],
+                }
+            ],
+        }
+        for index, (name, variables) in enumerate(cases.items())
+    ]
+    playbook = tmp_path / "cases.yml"
+    playbook.write_text(json.dumps(plays))
+    # stderr into stdout, so that each error stays in its case's play.
+    result = subprocess.run(
+        ["ansible-playbook", "-i", f"{hostname},", "-c", "community.docker.docker", str(playbook)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    output = result.stdout
+    chunks = output.split("PLAY [case ")
+    outputs = {chunk.split("]", 1)[0]: chunk for chunk in chunks[1:]}
+    recap = output.split("PLAY RECAP", 1)[-1]
+    return result.returncode, outputs, recap

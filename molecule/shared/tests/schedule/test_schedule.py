@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bare_inventory import apply_role
+from bare_inventory import apply_role, apply_role_cases
 from conftest import (
     COMMANDS,
     CRON_FILE,
@@ -411,45 +411,52 @@ def test_switching_the_backend_and_back_leaves_the_teams_crontab_alone(host, var
 # The project as the scenario set it up, so that the project role (a dependency,
 # applied first) has nothing to change.
 GOOD = {"project_name": "shop", "project_metrics_dir": "/var/lib/djangoops-metrics", "schedule_backend": "cron"}
-BAD_INPUT = [
-    pytest.param({"schedule_backend": "anacron"}, "schedule_backend", id="unknown-backend"),
-    pytest.param({"schedule_backup_time": "0 25 * * *"}, "hour 25 is outside 0-23", id="bad-hour"),
-    pytest.param({"schedule_verify_time": "0 4 * *"}, "must have five fields", id="four-fields"),
-    pytest.param({"schedule_clear_sessions_time": "@reboot"}, "no systemd equivalent", id="reboot"),
-    pytest.param(
+BAD_INPUT = {
+    "unknown-backend": ({"schedule_backend": "anacron"}, "schedule_backend"),
+    "bad-hour": ({"schedule_backup_time": "0 25 * * *"}, "hour 25 is outside 0-23"),
+    "four-fields": ({"schedule_verify_time": "0 4 * *"}, "must have five fields"),
+    "reboot": ({"schedule_clear_sessions_time": "@reboot"}, "no systemd equivalent"),
+    "reserved-name": (
         {"schedule_jobs": [{"name": "backup_db", "time": "@daily", "command": "true"}]},
         "not one of backup_db",
-        id="reserved-name",
     ),
-    pytest.param(
-        {"schedule_jobs": [{"name": "a b", "time": "@daily", "command": "true"}]}, "a job name takes", id="bad-name"
-    ),
-    pytest.param({"schedule_jobs": [{"name": "x", "time": "@daily"}]}, "job 'x' has no command", id="no-command"),
-    pytest.param({"schedule_jobs": [{"name": "x", "command": "true"}]}, "time", id="no-time"),
-    pytest.param({"schedule_mailto": 'ops@example.com" x'}, "schedule_mailto: with the cron", id="quote"),
-    pytest.param({"schedule_path": "/usr/bin\n* * * * * root id"}, "schedule_path: with the cron", id="newline"),
-    pytest.param(
+    "bad-name": ({"schedule_jobs": [{"name": "a b", "time": "@daily", "command": "true"}]}, "a job name takes"),
+    "no-command": ({"schedule_jobs": [{"name": "x", "time": "@daily"}]}, "job 'x' has no command"),
+    "no-time": ({"schedule_jobs": [{"name": "x", "command": "true"}]}, "time"),
+    "quote": ({"schedule_mailto": 'ops@example.com" x'}, "schedule_mailto: with the cron"),
+    "newline": ({"schedule_path": "/usr/bin\n* * * * * root id"}, "schedule_path: with the cron"),
+    "relative-write-path": (
         {
             "schedule_backend": "systemd",
             "schedule_jobs": [{"name": "x", "time": "@daily", "command": "true", "read_write_paths": ["relative/dir"]}],
         },
         "relative/dir",
-        id="relative-write-path",
     ),
-]
+}
 
 
-@pytest.mark.parametrize(("extra_vars", "message"), BAD_INPUT)
-def test_bad_input_fails_with_a_clear_message_and_changes_nothing(host, variables, tmp_path, extra_vars, message):
-    hostname = host.backend.get_hostname()
+@pytest.fixture(scope="module")
+def bad_input_runs(host, variables, tmp_path_factory):
+    """Every BAD_INPUT case applied in one ansible-playbook run, with what the project
+    user's crontab and the role's cron file held before and after."""
     if not variables.get("test_bad_input"):
         pytest.skip("validation does not depend on the platform or the backend; one host is enough")
     before = crontab_text(host), cron_file_text(host)
-    rc, output = apply_role(hostname, "djangoops.maintenance.schedule", {**GOOD, **extra_vars}, tmp_path)
-    assert rc != 0, output
-    assert message in output, output
-    assert "changed=0" in output, output
-    assert (crontab_text(host), cron_file_text(host)) == before
+    cases = {case: {**GOOD, **extra_vars} for case, (extra_vars, _) in BAD_INPUT.items()}
+    rc, outputs, recap = apply_role_cases(
+        host.backend.get_hostname(), "djangoops.maintenance.schedule", cases, tmp_path_factory.mktemp("bad-input")
+    )
+    return rc, outputs, recap, before, (crontab_text(host), cron_file_text(host))
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_fails_with_a_clear_message_and_changes_nothing(bad_input_runs, case):
+    rc, outputs, recap, before, after = bad_input_runs
+    output = outputs.get(case, "")
+    assert f"case {case} refused" in output, output or recap
+    assert BAD_INPUT[case][1] in output, output
+    assert rc == 0 and "changed=0" in recap and "failed=0" in recap, recap
+    assert after == before
 
 
 def test_a_missing_backup_script_is_named(host, variables, tmp_path):
