@@ -168,7 +168,15 @@ def test_an_interrupted_restore_leaves_the_live_database(host, engine, run, othe
         f"'{HOME}/commands/restore_db.sh --yes --lock-timeout 20 -q </dev/null; echo $? > /root/restore.rc'"
         " >/dev/null 2>&1 &",
     )
-    time.sleep(2)
+    # Interrupted while it waits for the other session's lock, not before it gets there
+    # (a fixed pause was too short on a loaded machine).
+    waiting = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting for%lock%'"
+    for _ in range(150):
+        if engine.sql(waiting, database=None) not in ("", "0"):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the restore never waited for the other session's lock")
     host.run_expect([0], "pkill -TERM -u shop -f commands/restore_db.sh")
     for _ in range(150):
         rc = host.run("cat /root/restore.rc").stdout.strip()
