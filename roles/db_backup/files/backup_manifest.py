@@ -7,6 +7,9 @@
   get MANIFEST KEY        print one top-level value of a manifest
   compare MANIFEST ACTUAL compare the counts with a TSV of "table<TAB>rows" from a test
                           restore; print each difference, exit 1 if there is any
+  snapshots PROJECT       read `restic snapshots --json` on stdin; print the backup sets
+                          of PROJECT it holds, oldest first, one per line:
+                          SET<TAB>SHA256<TAB>SNAPSHOT_ID<TAB>TIME<TAB>PATH...
 
 Counting reads the dump as it is written (the backup script tees the stream here),
 so the manifest describes exactly what the file holds.
@@ -143,8 +146,30 @@ def cmd_compare(manifest_path, actual_path):
     return 1 if problems else 0
 
 
+def cmd_snapshots(project):
+    """Sets are tagged set=NAME and sha256=SHA by the push; anything else in the
+    repository (another project, a snapshot made by hand) is left out."""
+    snapshots = json.load(sys.stdin) or []
+    rows = []
+    for snap in snapshots:
+        tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
+        name = tags.get("set", "")
+        if "djangoops" not in (snap.get("tags") or []) or not name.startswith(project + "_"):
+            continue
+        rows.append((snap["time"], name, tags.get("sha256", ""), snap["id"], snap.get("paths") or []))
+    for time, name, sha, snap_id, paths in sorted(rows):
+        print("\t".join([name, sha, snap_id, time, *paths]))
+    return 0
+
+
 def main(argv):
-    commands = {"count": (cmd_count, 1), "write": (cmd_write, 2), "get": (cmd_get, 2), "compare": (cmd_compare, 2)}
+    commands = {
+        "count": (cmd_count, 1),
+        "write": (cmd_write, 2),
+        "get": (cmd_get, 2),
+        "compare": (cmd_compare, 2),
+        "snapshots": (cmd_snapshots, 1),
+    }
     if len(argv) < 2 or argv[1] not in commands or len(argv) - 2 != commands[argv[1]][1]:
         sys.stderr.write(__doc__)
         return 2

@@ -1,3 +1,8 @@
 from django.urls import include, path
 
-urlpatterns = [path("logging/", include("shop.logging_views"))]
+from catalog import views as catalog_views
+
+urlpatterns = [
+    path("logging/", include("shop.logging_views")),
+    path("catalog/checksum/", catalog_views.checksum),
+]
