@@ -29,6 +29,8 @@ die() { log "ERROR: $*"; exit 1; }
 HOST_TOOLS=(
   "git git"
   "debootstrap debootstrap"
+  "restic restic"     # the controller's side of playbooks/offsite_prune.yml (offsite scenario)
+  "ssh openssh-client"
   "shellcheck shellcheck"
   "python3 python3"
   "systemd-analyze systemd" # tests/unit checks cron schedules against it

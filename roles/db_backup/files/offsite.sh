@@ -143,9 +143,23 @@ offsite_push_set() {
   if [[ -n $stamp ]]; then
     when=$(date -d "${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:9:2}:${stamp:11:2}:${stamp:13:2}Z" '+%Y-%m-%d %H:%M:%S')
   fi
-  (cd "$BACKUPS_DIR" && restic_in "$repo" backup --json --host "$PROJECT_NAME" \
-    --tag djangoops --tag "set=$name" --tag "sha256=$sha" --tag "kind=$(kind_of "$name")" \
-    --time "$when" -- "${files[@]}") >"$RUN_DIR/push.json" 2>"$RUN_DIR/push.err" || rc=$?
+  local attempt
+  for attempt in 1 2; do
+    rc=0
+    (cd "$BACKUPS_DIR" && restic_in "$repo" backup --json --host "$PROJECT_NAME" \
+      --tag djangoops --tag "set=$name" --tag "sha256=$sha" --tag "kind=$(kind_of "$name")" \
+      --time "$when" -- "${files[@]}") >"$RUN_DIR/push.json" 2>"$RUN_DIR/push.err" || rc=$?
+    # A run that was killed (a time limit) leaves its lock behind, and an
+    # exclusive one blocks every push: restic's unlock removes stale locks only
+    # (of processes gone from this host, or older than 30 minutes), which even
+    # an append-only repository allows.
+    if ((rc != 0 && attempt == 1)) && grep -q 'unlock. command can be used' "$RUN_DIR/push.err"; then
+      warn "off-site repository $repo is locked; removing stale locks and trying once more"
+      restic_in "$repo" unlock >/dev/null 2>&1 || true
+      continue
+    fi
+    break
+  done
   if ((rc != 0)); then
     offsite_failed "$repo" "$rc" "pushing $name" "$RUN_DIR/push.err"
     return 1

@@ -1,0 +1,180 @@
+"""Off-site copies: pushed after every backup, unreadable without the password, out of the
+server's reach to delete, and caught up after every kind of failure. The servers share the
+backup host, whose faults would reach both: this scenario's tests run one at a time."""
+
+import json
+import re
+
+from conftest import BACKUPS, HOME, latest, offsite_column, playbook, quote, scenario_file
+
+REPOS = ("backuphost", "bucket")
+
+
+def snapshots(restic, repo):
+    result = restic(repo, "snapshots --json --no-lock")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def sets_in(restic, repo):
+    return {t[4:] for s in snapshots(restic, repo) for t in s["tags"] if t.startswith("set=")}
+
+
+def metric(host, repo, name):
+    text = host.file(f"/var/lib/djangoops-metrics/djangoops_shop_offsite_{repo}.prom").content_string
+    match = re.search(rf"^djangoops_offsite_{name}\{{[^}}]*\}} (\S+)$", text, re.M)
+    assert match, text
+    return float(match.group(1))
+
+
+def test_a_backup_is_pushed_to_every_repository(host, run, restic):
+    result = run("backup_db.sh")
+    assert result.rc == 0, result.stderr
+    name = latest(host)
+    for repo in REPOS:
+        assert name in sets_in(restic, repo)
+        assert metric(host, repo, "success") == 1
+        assert metric(host, repo, "pushed_bytes") > 0
+    assert offsite_column(host, name) == "backuphost,bucket"
+
+
+def test_the_repository_holds_no_plaintext(host, backup_host):
+    """The set's name is in its checksum file and the database's and tables' names in its
+    manifest, in plain text on the server; none of them may appear on the backup host."""
+    name = latest(host)
+    manifest = host.file(f"{BACKUPS}/{name}.manifest.json").content_string
+    # The database's name as the manifest writes it (a JSON string).
+    canaries = [name, "catalog_item", json.dumps(json.loads(manifest)["database"], ensure_ascii=False)[1:-1]]
+    assert all(c in manifest + host.file(f"{BACKUPS}/{name}.sha256").content_string for c in canaries)
+    repository = f"/srv/restic/{host.backend.get_hostname()}"
+    assert int(backup_host.run(f"find {repository}/data -type f | wc -l").stdout) > 0
+    for canary in canaries:
+        found = backup_host.run("grep -rlF -- %s %s", canary, repository)
+        assert found.rc == 1, f"{canary!r} in plain text in {found.stdout}"
+
+
+def test_the_wrong_password_cannot_read_the_repository(restic):
+    for repo in REPOS:
+        result = restic(repo, "snapshots --no-lock", password="not the password")
+        assert result.rc != 0
+        assert "wrong password" in result.stderr
+
+
+def test_the_servers_own_key_cannot_delete_or_prune(host, restic, backup_host):
+    before = snapshots(restic, "backuphost")
+    repository = f"/srv/restic/{host.backend.get_hostname()}"
+    files_before = backup_host.run(f"find {repository} -type f -not -path '*/locks/*' | sort").stdout
+    # restic retries a refused delete, then warns (0.18 even exits 0): the outcome is what counts.
+    restic("backuphost", f"forget {before[0]['id']}", timeout=10)
+    restic("backuphost", "forget --group-by host --keep-last 1 --prune", timeout=10)
+    assert [s["id"] for s in snapshots(restic, "backuphost")] == [s["id"] for s in before]
+    assert backup_host.run(f"find {repository} -type f -not -path '*/locks/*' | sort").stdout == files_before
+    # Nor does the key open a shell.
+    address = scenario_file("address")
+    shell = host.run(
+        f"runuser -u shop -- ssh -i {HOME}/.djangoops/offsite/backuphost.key -o BatchMode=yes "
+        f"-o UserKnownHostsFile={HOME}/.djangoops/offsite/backuphost.known_hosts offsite@{address} "
+        f"rm -rf {repository} </dev/null"
+    )
+    assert backup_host.file(f"{repository}/config").exists, shell.stdout
+
+
+def assert_published_locally_and_failed_offsite(host, result, before, reason):
+    assert result.rc == 14, result.stderr
+    name = latest(host)
+    assert name != before, "latest must move to the new local backup"
+    assert host.run(f"cd {BACKUPS} && sha256sum --check --status {name}.sha256").rc == 0
+    assert re.search(reason, result.stderr), result.stderr
+    assert "the local backup is published" in result.stderr
+    return name
+
+
+def test_backup_host_down_publishes_locally_then_push_sends_what_was_missed(host, run, restic, backup_host):
+    """The backup host down (its sshd stopped; moto's S3 server, which keeps its data in
+    memory only, stays up): the bucket still gets the set."""
+    before = latest(host)
+    backup_host.run_expect([0], "systemctl stop ssh.service")
+    try:
+        result = run("backup_db.sh")
+    finally:
+        backup_host.run_expect([0], "systemctl start ssh.service")
+    missed = assert_published_locally_and_failed_offsite(host, result, before, r"backuphost: .*Connection refused")
+    assert "bucket: pushed" in result.stderr
+    assert metric(host, "backuphost", "success") == 0
+    assert metric(host, "backuphost", "sets_missing") == -1
+    assert "/ping/backup/14" in host.file("/var/log/hc-pings.log").content_string
+    assert offsite_column(host, missed) == "bucket"
+
+    result = run("push_db_backups.sh")
+    assert result.rc == 0, result.stderr
+    for repo in REPOS:
+        assert missed in sets_in(restic, repo)
+        assert metric(host, repo, "success") == 1
+        assert metric(host, repo, "sets_missing") == 0
+
+
+def test_a_wrong_key_fails_the_push_not_the_backup(host, run, restic):
+    key = f"{HOME}/.djangoops/offsite/backuphost.key"
+    host.run_expect([0], f"cp -p {key} {key}.good")
+    try:
+        host.run_expect([0], f"printf '%s\\n' {quote(scenario_file('unknown'))} > {key}")
+        before = latest(host)
+        result = run("backup_db.sh")
+        missed = assert_published_locally_and_failed_offsite(host, result, before, "Permission denied")
+    finally:
+        host.run_expect([0], f"mv -f {key}.good {key}")
+    result = run("backup_db.sh")
+    assert result.rc == 0, result.stderr
+    assert {missed, latest(host)} <= sets_in(restic, "backuphost")
+
+
+def test_a_full_backup_host_fails_the_push_then_the_next_run_catches_up(host, run, restic, backup_host):
+    backup_host.run("dd if=/dev/zero of=/srv/restic/filler bs=1M status=none")
+    try:
+        before = latest(host)
+        result = run("backup_db.sh")
+        missed = assert_published_locally_and_failed_offsite(host, result, before, "backuphost: ")
+    finally:
+        backup_host.run_expect([0], "rm -f /srv/restic/filler")
+    result = run("push_db_backups.sh")
+    assert result.rc == 0, result.stderr
+    assert missed in sets_in(restic, "backuphost")
+
+
+def test_the_offsite_check_reads_the_data_back(run):
+    result = run("check_offsite.sh", "--read-data-subset", "100%")
+    assert result.rc == 0, result.stderr
+    assert result.stderr.count("read back and good") == 2
+
+
+def test_fetch_brings_a_set_back_checked(host, run):
+    name = latest(host)
+    host.run_expect([0], f"cd {BACKUPS} && rm -f {name}*")
+    result = run("fetch_db_backup.sh", name, "--from", "bucket")
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == name
+    assert host.run(f"cd {BACKUPS} && sha256sum --check --status {name}.sha256").rc == 0
+    assert run("verify_db.sh", name).rc == 0
+
+
+def test_the_controller_prunes_with_its_own_key(host, restic):
+    hostname = host.backend.get_hostname()
+    counts = {repo: len(snapshots(restic, repo)) for repo in REPOS}
+    assert all(n > 2 for n in counts.values()), counts
+    result = playbook(
+        "playbooks/offsite_prune.yml",
+        "-e",
+        "@molecule/shared/vars/backup.yml",
+        "-e",
+        f"target={hostname}",
+        "-e",
+        '{"db_backup_offsite_keep_daily": 1, "db_backup_offsite_keep_weekly": 0, "db_backup_offsite_keep_monthly": 1}',
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    for repo in REPOS:
+        kept = snapshots(restic, repo)
+        assert 1 <= len(kept) <= 2 < counts[repo], (repo, kept)
+        assert latest(host) in sets_in(restic, repo)
+    # The credentials it wrote on the controller are gone, and none reached the output.
+    assert "PRIVATE KEY" not in result.stdout
+    assert scenario_file("admin") not in result.stdout
