@@ -1,6 +1,5 @@
-from django.urls import include, path
-
 from catalog import views as catalog_views
+from django.urls import include, path
 
 urlpatterns = [
     path("logging/", include("shop.logging_views")),

@@ -1,0 +1,109 @@
+"""The disaster drill: the Debian 12 server (PostgreSQL) is destroyed, volumes and all; a
+fresh server with the same name starts from the bare image, gets the site's code and an
+empty database server, and playbooks/recover.yml brings back its data from the off-site
+repository. The recovered site must serve the same rows (read through Django over HTTP)
+and the same media files. Runs last (file order), once, without the per-server `host`."""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import testinfra
+from conftest import DB_NAME, ROOT, playbook
+from db_backup.conftest import VARS
+
+SERVER = "offsite-debian12"
+IMAGE = f"{os.environ.get('DJANGOOPS_IMAGE_PREFIX', 'djangoops-test')}/server:debian12"
+SITE = "curl -sf http://127.0.0.1:8000/catalog/checksum/"
+MEDIA = "cd /home/shop/media && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum"
+
+
+def server():
+    return testinfra.get_host(f"ansible://{SERVER}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def docker(*args):
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def served(host):
+    result = host.run(SITE)
+    return json.loads(result.stdout) if result.rc == 0 else None
+
+
+def test_disaster_drill(tmp_path):
+    a = server()
+    before, media = served(a), a.run_expect([0], MEDIA).stdout
+    assert before and before["items"] == 500, before
+    assert media.count("\n") == 3, media
+    backup = a.run("/home/shop/commands/backup_db.sh </dev/null")
+    assert backup.rc == 0, backup.stderr
+    name = a.run_expect([0], "readlink /home/shop/db_backups/latest").stdout.strip()
+    # The yardstick: the same set restored locally, on the same server.
+    started = time.monotonic()
+    local = a.run(f"/home/shop/commands/restore_db.sh {name} --yes --with-media </dev/null")
+    local_seconds = time.monotonic() - started
+    assert local.rc == 0, local.stderr
+    assert served(a) == before
+
+    # Server A is lost; B starts from the image as a new machine would.
+    docker("rm", "--force", "--volumes", SERVER)
+    docker(
+        "run", "--detach", "--name", SERVER, "--hostname", SERVER, "--label", "owner=molecule",
+        "--cap-add", "SYS_ADMIN", "--cgroupns", "host", "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp", IMAGE, "/sbin/init",
+    )  # fmt: skip
+    b = server()
+    b.run_expect([0, 1], "systemctl is-system-running --wait")
+    assert b.run("test -e /home/shop/db_backups").rc == 1, "B must start without A's files"
+    deployed = playbook(
+        "molecule/offsite/stand_up_site.yml", "--limit", SERVER, "-e", "test_site_data=false",
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    assert served(b) is None, "B's site must have no data before the recovery"
+
+    # B is up: the recovery, from nothing but the inventory and the vault.
+    extra = tmp_path / "vars.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "db_backup_database_name": DB_NAME,
+                "db_backup_database_user": VARS["test_db_user"],
+                "db_backup_database_password": VARS["test_db_password"],
+                "db_backup_database_host": "127.0.0.1",
+                "confirm_database": DB_NAME,
+            }
+        )
+    )
+    started = time.monotonic()
+    recover = playbook(
+        "playbooks/recover.yml", "-e", f"target={SERVER}", "-e", "@molecule/shared/vars/backup.yml", "-e", f"@{extra}",
+    )  # fmt: skip
+    assert recover.returncode == 0, recover.stdout[-4000:]
+    after = served(b)
+    while after != before and time.monotonic() - started < 60:
+        time.sleep(0.5)
+        after = served(b)
+    recovery_seconds = time.monotonic() - started
+    assert after == before
+    assert b.run_expect([0], MEDIA).stdout == media
+    assert name in recover.stdout
+    # recover.yml's own figures: the fetch (download and checks) and the restore.
+    took = re.search(r"fetch (\d+):(\d+):([\d.]+), restore (\d+):(\d+):([\d.]+)", recover.stdout)
+    assert took, recover.stdout[-2000:]
+    h1, m1, s1, h2, m2, s2 = (float(x) for x in took.groups())
+    data_seconds = (h1 + h2) * 3600 + (m1 + m2) * 60 + s1 + s2
+    report = {
+        "set": name,
+        "recovery_seconds_from_b_up_to_b_serving": round(recovery_seconds, 1),
+        "fetch_and_restore_seconds": round(data_seconds, 1),
+        "local_restore_seconds": round(local_seconds, 1),
+        "fetch_and_restore_vs_local_restore": round(data_seconds / local_seconds, 2),
+    }
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    (ROOT / ".cache" / "recovery-drill.json").write_text(json.dumps(report) + "\n")
+    print(f"\nDISASTER DRILL: {report}")
