@@ -5,7 +5,7 @@ backup host, whose faults would reach both: this scenario's tests run one at a t
 import json
 import re
 
-from conftest import BACKUPS, HOME, latest, offsite_column, playbook, quote, scenario_file
+from conftest import BACKUPS, COMMANDS, HOME, latest, offsite_column, playbook, quote, scenario_file
 
 REPOS = ("backuphost", "bucket")
 
@@ -96,10 +96,14 @@ def test_backup_host_down_publishes_locally_then_push_sends_what_was_missed(host
     backup_host.run_expect([0], "systemctl stop ssh.service")
     try:
         result = run("backup_db.sh")
+        listing = run("list_db_backups.sh", "--no-checksums")
     finally:
         backup_host.run_expect([0], "systemctl start ssh.service")
     missed = assert_published_locally_and_failed_offsite(host, result, before, r"backuphost: .*Connection refused")
     assert "bucket: pushed" in result.stderr
+    # The listing says it could not see one repository, rather than that it holds nothing.
+    assert listing.rc == 14, listing.stderr
+    assert "backuphost could not be read" in listing.stderr
     assert metric(host, "backuphost", "success") == 0
     assert metric(host, "backuphost", "sets_missing") == -1
     assert "/ping/backup/14" in host.file("/var/log/hc-pings.log").content_string
@@ -149,12 +153,15 @@ def test_the_offsite_check_reads_the_data_back(run):
 
 def test_fetch_brings_a_set_back_checked(host, run):
     name = latest(host)
+    # What killed runs leave: a fetch's staging directory, a partial directory.
+    host.run_expect([0], f"runuser -u shop -- mkdir -p {BACKUPS}/.fetch-staging/x {BACKUPS}/.old.partial")
     host.run_expect([0], f"cd {BACKUPS} && rm -f {name}*")
     result = run("fetch_db_backup.sh", name, "--from", "bucket")
     assert result.rc == 0, result.stderr
     assert result.stdout.strip() == name
     assert host.run(f"cd {BACKUPS} && sha256sum --check --status {name}.sha256").rc == 0
     assert run("verify_db.sh", name).rc == 0
+    assert host.run(f"ls -A {BACKUPS} | grep -c 'partial\\|staging'").stdout.strip() == "0"
 
 
 def test_the_controller_prunes_with_its_own_key(host, restic):
@@ -175,6 +182,10 @@ def test_the_controller_prunes_with_its_own_key(host, restic):
         kept = snapshots(restic, repo)
         assert 1 <= len(kept) <= 2 < counts[repo], (repo, kept)
         assert latest(host) in sets_in(restic, repo)
+    # The next push sends nothing back: what the retention forgot stays forgotten.
+    push = host.run(f"{COMMANDS}/push_db_backups.sh </dev/null")
+    assert push.rc == 0, push.stderr
+    assert push.stderr.count("holds every local set already") == 2, push.stderr
     # The credentials it wrote on the controller are gone, and none reached the output.
     assert "PRIVATE KEY" not in result.stdout
     assert scenario_file("admin") not in result.stdout

@@ -22,6 +22,10 @@
 OFFSITE_BYTES=0
 OFFSITE_SECONDS=0
 OFFSITE_MISSING=0
+OFFSITE_CHILD=""
+# Until offsite_deadline: one time limit per repository and run.
+OFFSITE_DEADLINE=$((SECONDS + ${OFFSITE_TIMEOUT:-3600}))
+offsite_deadline() { OFFSITE_DEADLINE=$((SECONDS + OFFSITE_TIMEOUT)); }
 FETCHED=""
 
 offsite_enabled() { ((${#OFFSITE_REPOS[@]} > 0)); }
@@ -38,12 +42,19 @@ offsite_known() {
   return 1
 }
 
-# restic_in REPO ARGS...: restic against REPO, under the run's time limit. Runs
-# in a subshell so that the repository's environment never leaks into the next.
+# restic_in REPO ARGS...: restic against REPO, in OFFSITE_CWD (default /),
+# within what is left of the repository's time (OFFSITE_DEADLINE, in $SECONDS).
+# A subshell keeps the repository's environment from the next one; it runs in
+# the background so that a signal reaches the script at once, whose exit hook
+# then stops restic (timeout leads restic's process group) rather than leaving
+# it running with the lock.
 restic_in() {
-  local repo=$1
+  local repo=$1 left pid rc=0
   shift
+  left=$((OFFSITE_DEADLINE - SECONDS))
+  ((left >= 1)) || left=1
   (
+    cd "${OFFSITE_CWD:-/}" || exit 1
     export RESTIC_PASSWORD_FILE="$OFFSITE_DIR/password"
     export RESTIC_CACHE_DIR="$PROJECT_HOME/.cache/restic"
     export RESTIC_PROGRESS_FPS=0.0166
@@ -54,7 +65,7 @@ restic_in() {
         # append-only `rclone serve restic --stdio`): what restic asks ssh to
         # run is ignored, so the repository is named by the key alone.
         export RESTIC_REPOSITORY="rclone:$repo:"
-        options=(-o "rclone.program=ssh -i $OFFSITE_DIR/$repo.key -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile=$OFFSITE_DIR/$repo.known_hosts -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -p ${OFFSITE_PORT[$repo]} ${OFFSITE_USER[$repo]}@${OFFSITE_HOST[$repo]}")
+        options=(-o "rclone.program=$(offsite_ssh_command "$repo")")
         ;;
       s3)
         export RESTIC_REPOSITORY="${OFFSITE_URL[$repo]}"
@@ -66,8 +77,40 @@ restic_in() {
         done <"$OFFSITE_DIR/$repo.s3"
         ;;
     esac
-    exec timeout --kill-after=30 "$OFFSITE_TIMEOUT" restic "${options[@]}" "$@"
-  )
+    exec timeout --kill-after=30 "$left" restic "${options[@]}" "$@"
+  ) &
+  pid=$!
+  OFFSITE_CHILD=$pid
+  wait "$pid" || rc=$?
+  OFFSITE_CHILD=""
+  return "$rc"
+}
+
+# offsite_ssh_command REPO: how restic reaches an ssh repository (restic splits
+# it at spaces: the paths hold none).
+offsite_ssh_command() {
+  printf 'ssh -i %s -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile=%s' \
+    "$OFFSITE_DIR/$1.key" "$OFFSITE_DIR/$1.known_hosts"
+  printf ' -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=15'
+  printf ' -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -p %s %s@%s' \
+    "${OFFSITE_PORT[$1]}" "${OFFSITE_USER[$1]}" "${OFFSITE_HOST[$1]}"
+}
+
+# offsite_ssh_problem REPO: when ssh itself cannot get in (refused, key, host
+# key), ssh's own words. restic may end before ssh says them, so ask again.
+offsite_ssh_problem() {
+  local -a command=()
+  local rc=0 err
+  read -r -a command <<<"$(offsite_ssh_command "$1")"
+  err=$(timeout 30 "${command[@]}" </dev/null 2>&1 >/dev/null) || rc=$?
+  ((rc == 255)) || return 1
+  printf '%s' "$(printf '%s\n' "$err" | grep -v '^[[:space:]]*$' | tail -n 1 || true)"
+}
+
+# The exit hook: a restic still running when the script ends goes with it.
+offsite_stop_child() {
+  [[ -n ${OFFSITE_CHILD:-} ]] || return 0
+  kill -TERM -- "-$OFFSITE_CHILD" 2>/dev/null || kill -TERM "$OFFSITE_CHILD" 2>/dev/null || true
 }
 
 # offsite_error FILE: the line of restic's stderr that says what went wrong:
@@ -104,7 +147,13 @@ offsite_failed() {
     [[ -s $4 ]] && last="; restic kept retrying after: $(offsite_error "$4")"
     warn "off-site repository $1: $3 did not finish within ${OFFSITE_TIMEOUT} s (db_backup_offsite_timeout_seconds)$last"
   else
-    warn "off-site repository $1: $3 failed (restic exit $2): $(offsite_error "$4")"
+    local why
+    if [[ ${OFFSITE_TYPE[$1]:-} == ssh ]] && why=$(offsite_ssh_problem "$1"); then
+      why="ssh: $why"
+    else
+      why=$(offsite_error "$4")
+    fi
+    warn "off-site repository $1: $3 failed (restic exit $2): $why"
   fi
 }
 
@@ -129,6 +178,18 @@ offsite_set_id() {
   printf '%s@%s' "$1" "$sha"
 }
 
+# offsite_set_epoch NAME: when a local set was taken (its name's stamp, or the
+# file's time for weekday names), in seconds since the epoch.
+offsite_set_epoch() {
+  local stamp
+  stamp=$(stamp_of "$1")
+  if [[ -n $stamp ]]; then
+    date -d "${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:9:2}:${stamp:11:2}:${stamp:13:2}Z" +%s
+  else
+    stat -c %Y -- "$BACKUPS_DIR/$1"
+  fi
+}
+
 # offsite_push_set REPO NAME: one local set into REPO, as one snapshot.
 offsite_push_set() {
   local repo=$1 name=$2 sha when media started=$EPOCHREALTIME rc=0 added
@@ -137,18 +198,13 @@ offsite_push_set() {
   [[ -f $BACKUPS_DIR/$media ]] && files+=("$media")
   files+=("$name")
   read -r sha _ <"$BACKUPS_DIR/$name.sha256"
-  when=$(date -d "@$(stat -c %Y -- "$BACKUPS_DIR/$name")" '+%Y-%m-%d %H:%M:%S')
-  local stamp
-  stamp=$(stamp_of "$name")
-  if [[ -n $stamp ]]; then
-    when=$(date -d "${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:9:2}:${stamp:11:2}:${stamp:13:2}Z" '+%Y-%m-%d %H:%M:%S')
-  fi
+  when=$(date -d "@$(offsite_set_epoch "$name")" '+%Y-%m-%d %H:%M:%S')
   local attempt
   for attempt in 1 2; do
     rc=0
-    (cd "$BACKUPS_DIR" && restic_in "$repo" backup --json --host "$PROJECT_NAME" \
+    OFFSITE_CWD=$BACKUPS_DIR restic_in "$repo" backup --json --host "$PROJECT_NAME" \
       --tag djangoops --tag "set=$name" --tag "sha256=$sha" --tag "kind=$(kind_of "$name")" \
-      --time "$when" -- "${files[@]}") >"$RUN_DIR/push.json" 2>"$RUN_DIR/push.err" || rc=$?
+      --time "$when" -- "${files[@]}" >"$RUN_DIR/push.json" 2>"$RUN_DIR/push.err" || rc=$?
     # A run that was killed (a time limit) leaves its lock behind, and an
     # exclusive one blocks every push: restic's unlock removes stale locks only
     # (of processes gone from this host, or older than 30 minutes), which even
@@ -205,21 +261,36 @@ offsite_metrics() {
 
 # offsite_push_repo REPO: every local set REPO lacks, oldest first. Returns 1
 # when REPO could not be read or a set could not be pushed.
+#
+# Only sets newer than the repository's newest are missing: the others were
+# pushed, or forgotten by the off-site retention (playbooks/offsite_prune.yml,
+# which keeps the newest set of a week or month where the local retention
+# keeps the first), and must not come back. Pushes go oldest first and stop at
+# the first failure, so a failed run leaves no gap for this to skip.
 offsite_push_repo() {
-  local repo=$1 started=$EPOCHREALTIME name ok=1
+  local repo=$1 started=$EPOCHREALTIME name ok=1 newest=0
   local -A have=()
   local -a missing=()
   OFFSITE_BYTES=0
   OFFSITE_MISSING=0
+  offsite_deadline
   if offsite_init "$repo" && offsite_sets "$repo" "$RUN_DIR/sets.tsv"; then
-    local set sha _rest
-    while IFS=$'\t' read -r set sha _rest; do
+    local set sha _id time _rest epoch
+    while IFS=$'\t' read -r set sha _id time _rest; do
       have["$set@$sha"]=1
+      epoch=$(date -d "$time" +%s)
+      if ((epoch > newest)); then newest=$epoch; fi
     done <"$RUN_DIR/sets.tsv"
-    while read -r name; do
-      [[ -n $name && $(kind_of "$name") != safety && -f $BACKUPS_DIR/$name.sha256 ]] || continue
-      [[ -n ${have["$(offsite_set_id "$name")"]:-} ]] || missing+=("$name")
-    done < <(list_backups | sort)
+    while read -r epoch name; do
+      if ((epoch > newest)) && [[ -z ${have["$(offsite_set_id "$name")"]:-} ]]; then
+        missing+=("$name")
+      fi
+    done < <(
+      while read -r name; do
+        [[ -n $name && $(kind_of "$name") != safety && -f $BACKUPS_DIR/$name.sha256 ]] || continue
+        printf '%s %s\n' "$(offsite_set_epoch "$name")" "$name"
+      done < <(list_backups) | sort -n
+    )
     OFFSITE_MISSING=${#missing[@]}
     if ((OFFSITE_MISSING == 0)); then
       info "off-site repository $repo: holds every local set already"
@@ -247,6 +318,7 @@ offsite_push_repo() {
 offsite_push_all() {
   offsite_enabled || return 0
   offsite_require_restic
+  on_exit_run offsite_stop_child
   local repo failed=()
   for repo in "${OFFSITE_REPOS[@]}"; do
     offsite_push_repo "$repo" || failed+=("$repo")
@@ -256,11 +328,13 @@ offsite_push_all() {
 }
 
 # offsite_where: "NAME@SHA<TAB>repo,repo" lines for every set each repository
-# holds; an unreadable repository is reported and left out.
+# holds; an unreadable repository is reported, added to OFFSITE_UNREADABLE and
+# left out (call it with its output to a file, not in a subshell).
 offsite_where() {
   local repo set sha _rest
   local -A where=()
   for repo in "${OFFSITE_REPOS[@]}"; do
+    offsite_deadline
     if offsite_sets "$repo" "$RUN_DIR/sets.tsv"; then
       while IFS=$'\t' read -r set sha _rest; do
         where["$set@$sha"]+="${where["$set@$sha"]:+,}$repo"
@@ -280,6 +354,7 @@ declare -a OFFSITE_UNREADABLE=()
 # manifest before it is published there. Sets FETCHED to its name.
 offsite_fetch() {
   local repo=$1 want=$2 line set sha id time rest chosen="" staging
+  offsite_deadline
   offsite_sets "$repo" "$RUN_DIR/sets.tsv" ||
     die "$EXIT_OFFSITE_FAILED" "off-site repository $repo cannot be read; nothing was fetched"
   while IFS= read -r line; do
@@ -297,13 +372,17 @@ offsite_fetch() {
   fi
   IFS=$'\t' read -r set sha id time rest <<<"$chosen"
   [[ $set =~ $BACKUP_NAME_RE ]] || die "$EXIT_BAD_BACKUP" "off-site set '$set' is not named as a backup of $PROJECT_NAME; refusing it"
-  if [[ -f $BACKUPS_DIR/$set && -f $BACKUPS_DIR/$set.sha256 && $(offsite_set_id "$set") == "$set@$sha" ]]; then
+  if [[ -f $BACKUPS_DIR/$set && -f $BACKUPS_DIR/$set.sha256 && $(offsite_set_id "$set") == "$set@$sha" ]] &&
+    (cd "$BACKUPS_DIR" && sha256sum --check --status --strict -- "$set.sha256"); then
     info "$set (from $repo, taken $time) is already here"
     check_backup "$BACKUPS_DIR/$set"
     FETCHED=$set
     return 0
   fi
-  staging="$BACKUPS_DIR/.fetch.partial"
+  # Not a *.partial name: remove_stale_partials of another script must not
+  # take it (it removes what a killed fetch left, as this one does first).
+  staging="$BACKUPS_DIR/.fetch-staging"
+  on_exit_run offsite_stop_child
   rm -rf -- "$staging"
   cleanup_on_exit "$staging"
   mkdir -m 0700 -- "$staging" "$staging/tree"
@@ -334,7 +413,7 @@ offsite_fetch() {
   [[ $owner == "$PROJECT_NAME" && $engine == "$DB_ENGINE" ]] ||
     die "$EXIT_BAD_BACKUP" "$set belongs to project '$owner' ($engine), not $PROJECT_NAME ($DB_ENGINE); nothing was published"
   # Published as a backup taken here would be: data last, then the directory flushed.
-  sync -- "$staging"/"$set"*
+  sync -- "$staging"/*
   for file in "$set.sha256" "$set.manifest.json" "$(media_name_of "$set")" "$set"; do
     if [[ -f $staging/$file ]]; then
       mv -fT -- "$staging/$file" "$BACKUPS_DIR/$file"
@@ -350,9 +429,11 @@ offsite_fetch() {
 # OFFSITE_CHECK_SUBSET of the data.
 offsite_check_all() {
   local repo failed=() rc started
+  on_exit_run offsite_stop_child
   for repo in "${OFFSITE_REPOS[@]}"; do
     started=$EPOCHREALTIME
     rc=0
+    offsite_deadline
     restic_in "$repo" check --read-data-subset="$OFFSITE_CHECK_SUBSET" >"$RUN_DIR/check.out" 2>&1 || rc=$?
     if ((rc == 0)); then
       info "off-site repository $repo: structure and $OFFSITE_CHECK_SUBSET of the data read back and good, in $(elapsed "$started") s"
