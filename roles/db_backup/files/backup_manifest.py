@@ -150,11 +150,16 @@ def cmd_snapshots(project):
     """Sets are tagged set=NAME and sha256=SHA by the push; anything else in the
     repository (another project, a snapshot made by hand) is left out."""
     snapshots = json.load(sys.stdin) or []
+    # Whole names, as the scripts match them (project `shop` never takes `shop_x`'s sets).
+    own = re.compile(
+        re.escape(project)
+        + r"_(?:[0-9]{8}T[0-9]{6}Z_(?:daily|weekly|monthly|safety)|[0-6]-[A-Za-z]+)\.(?:pgdump|sql)\.(?:zst|gz)$"
+    )
     rows = []
     for snap in snapshots:
         tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
         name = tags.get("set", "")
-        if "djangoops" not in (snap.get("tags") or []) or not name.startswith(project + "_"):
+        if "djangoops" not in (snap.get("tags") or []) or not own.match(name):
             continue
         rows.append((snap["time"], name, tags.get("sha256", ""), snap["id"], snap.get("paths") or []))
     for time, name, sha, snap_id, paths in sorted(rows):
