@@ -5,6 +5,7 @@ backup host, whose faults would reach both: this scenario's tests run one at a t
 import json
 import re
 
+import pytest
 from conftest import BACKUPS, COMMANDS, HOME, latest, offsite_column, playbook, quote, scenario_file
 
 REPOS = ("backuphost", "bucket")
@@ -189,3 +190,25 @@ def test_the_controller_prunes_with_its_own_key(host, restic):
     # The credentials it wrote on the controller are gone, and none reached the output.
     assert "PRIVATE KEY" not in result.stdout
     assert scenario_file("admin") not in result.stdout
+
+
+def test_a_set_dated_in_the_future_does_not_stop_the_pushes(host, run, restic):
+    """Pushes send the sets newer than the repository's newest: one dated 2099 (a clock that
+    was wrong once) must not count, or nothing would be pushed until then. Debian 13 only: the
+    drill fetches the Debian 12 server's newest set."""
+    if host.backend.get_hostname() != "offsite-debian13":
+        pytest.skip("the disaster drill fetches the newest set of offsite-debian12")
+    name = latest(host)
+    future = re.sub(r"_\d{8}T\d{6}Z_", "_20991231T000000Z_", name)
+    workdir = f"{HOME}/future"
+    host.run_expect([0], f"runuser -u shop -- sh -c 'mkdir -p {workdir} && echo fake > {workdir}/{future}'")
+    pushed = restic(
+        "backuphost",
+        f"backup --host shop --tag djangoops --tag set={future} --tag sha256={'0' * 64} "
+        f"--time '2099-12-31 00:00:00' {workdir}/{future}",
+    )
+    assert pushed.rc == 0, pushed.stderr
+    result = run("backup_db.sh")
+    assert result.rc == 0, result.stderr
+    assert "in the future; it is not taken as the newest" in result.stderr
+    assert latest(host) in sets_in(restic, "backuphost")

@@ -275,11 +275,17 @@ offsite_push_repo() {
   OFFSITE_MISSING=0
   offsite_deadline
   if offsite_init "$repo" && offsite_sets "$repo" "$RUN_DIR/sets.tsv"; then
-    local set sha _id time _rest epoch
+    local set sha _id time _rest epoch future=$((EPOCHSECONDS + 86400))
     while IFS=$'\t' read -r set sha _id time _rest; do
       have["$set@$sha"]=1
       epoch=$(date -d "$time" +%s)
-      if ((epoch > newest)); then newest=$epoch; fi
+      # A set dated tomorrow or later (a clock that was wrong) would stop every
+      # push until then: it does not count.
+      if ((epoch > future)); then
+        warn "off-site repository $repo holds $set, dated $time, in the future; it is not taken as the newest"
+      elif ((epoch > newest)); then
+        newest=$epoch
+      fi
     done <"$RUN_DIR/sets.tsv"
     while read -r epoch name; do
       if ((epoch > newest)) && [[ -z ${have["$(offsite_set_id "$name")"]:-} ]]; then
