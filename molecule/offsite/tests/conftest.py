@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import testinfra
-from db_backup.conftest import BACKUPS, COMMANDS, DB_NAME, HOME, ROOT, quote  # noqa: F401 - shared helpers
+from db_backup.conftest import BACKUPS, COMMANDS, DB_NAME, HOME, ROOT, quote, run  # noqa: F401 - shared helpers and fixture
 
 OFFSITE = f"{HOME}/.djangoops/offsite"
 BACKUP_HOST = "offsite-backuphost"
@@ -22,21 +22,6 @@ def scenario_file(name):
 @pytest.fixture(scope="module")
 def backup_host():
     return testinfra.get_host(f"ansible://{BACKUP_HOST}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-
-
-@pytest.fixture(scope="module")
-def variables(host):
-    return host.ansible.get_variables()
-
-
-@pytest.fixture
-def run(host):
-    """Runs a script from commands/ as root (the scripts switch to the project user)."""
-
-    def _run(script, *args):
-        return host.run(" ".join([f"{COMMANDS}/{script}", *(quote(a) for a in args)]) + " </dev/null")
-
-    return _run
 
 
 @pytest.fixture

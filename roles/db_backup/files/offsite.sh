@@ -259,7 +259,7 @@ offsite_metrics() {
   fi
 }
 
-# offsite_push_repo REPO: every local set REPO lacks, oldest first. Returns 1
+# offsite_push_repo REPO: every local set newer than REPO's newest, oldest first. Returns 1
 # when REPO could not be read or a set could not be pushed.
 #
 # Only sets newer than the repository's newest are missing: the others were
@@ -407,17 +407,12 @@ offsite_fetch() {
       die "$EXIT_BAD_BACKUP" "off-site set $set holds an unexpected file $file; refusing it"
     mv -fT -- "$path" "$staging/$file"
   done < <(find "$staging/tree" -type f -print0)
-  [[ -f $staging/$set && -f $staging/$set.sha256 && -f $staging/$set.manifest.json ]] ||
-    die "$EXIT_BAD_BACKUP" "off-site set $set lacks its dump, checksum file or manifest; refusing it"
-  (cd "$staging" && sha256sum --check --status --strict -- "$set.sha256") ||
-    die "$EXIT_BAD_BACKUP" "$set, as fetched from $repo, does not match its sha256 checksum; nothing was published"
+  [[ -f $staging/$set ]] || die "$EXIT_BAD_BACKUP" "off-site set $set lacks its dump; refusing it"
+  # The checks a restore makes (sha256, compression, the manifest's project
+  # and engine), before anything is published; and the snapshot's own tag.
+  check_backup "$staging/$set"
   read -r line _ <"$staging/$set.sha256"
   [[ $line == "$sha" ]] || die "$EXIT_BAD_BACKUP" "$set, as fetched from $repo, is not the dump its snapshot names (sha256 $sha); nothing was published"
-  local owner engine
-  owner=$(python3 "$MANIFEST_TOOL" get "$staging/$set.manifest.json" project) || owner=""
-  engine=$(python3 "$MANIFEST_TOOL" get "$staging/$set.manifest.json" engine) || engine=""
-  [[ $owner == "$PROJECT_NAME" && $engine == "$DB_ENGINE" ]] ||
-    die "$EXIT_BAD_BACKUP" "$set belongs to project '$owner' ($engine), not $PROJECT_NAME ($DB_ENGINE); nothing was published"
   # Published as a backup taken here would be: data last, then the directory flushed.
   sync -- "$staging"/*
   for file in "$set.sha256" "$set.manifest.json" "$(media_name_of "$set")" "$set"; do
@@ -427,7 +422,6 @@ offsite_fetch() {
   done
   sync -- "$BACKUPS_DIR"
   info "fetched $set from $repo: sha256 and manifest good, $(numfmt --to=iec "$(stat -c %s -- "$BACKUPS_DIR/$set")")B in $(elapsed "$started") s"
-  check_backup "$BACKUPS_DIR/$set"
   FETCHED=$set
 }
 
