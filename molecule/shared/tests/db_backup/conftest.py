@@ -28,7 +28,10 @@ class Engine:
         # Some releases socket-activate the server (MariaDB 10.11 on Debian 12):
         # the socket unit must stop too, or the next connection starts it again.
         self.host.run(f"systemctl stop {self.service}.socket")
-        self.host.run_expect([0], f"systemctl stop {self.service}.service")
+        # Debian's postgresql.service only stands for the clusters, postgresql@VERSION-main:
+        # stopping it returns before they are down, and a script started then still
+        # connected (and its dump was refused a moment later). So the real units too.
+        self.host.run_expect([0], f"systemctl stop {self.service}.service '{self.service}@*.service'")
 
     def start(self):
         self.host.run_expect([0], f"systemctl start {self.service}.service")

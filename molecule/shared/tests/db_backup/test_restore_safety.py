@@ -82,10 +82,14 @@ class Writer:
     def stop(self):
         """Stops it; returns {id: name} of every row it was told was written."""
         self.host.run("touch /tmp/writer.stop")
+        # '[m]anage': the pattern must not match the shell that runs pgrep, whose own
+        # command line holds it (that made this wait its full 10 s every time).
         for _ in range(50):
-            if self.host.run("pgrep -f 'manage.py shell'").rc != 0:
+            if self.host.run("pgrep -f '[m]anage.py shell'").rc != 0:
                 break
             time.sleep(0.2)
+        else:
+            pytest.fail("the writer did not stop: " + self.host.run("cat /tmp/writer.log").stdout)
         return self.acknowledged()
 
 
