@@ -335,6 +335,73 @@ def measure(args):
     log(f"{args.engine}: results in {args.json}")
 
 
+def change(server, percent):
+    """One day's changes, about PERCENT % of the rows of the two big tables: half of that updated
+    in place at random (a view counted, an edit), half new comments (copies of random ones)."""
+    share = percent / 200
+    rand = "random()" if server.engine == "postgresql" else "RAND()"
+    now = "now()" if server.engine == "postgresql" else "NOW(6)"
+    server.sql(
+        f"UPDATE blog_article SET view_count = view_count + 1, updated_at = {now} WHERE {rand} < {share}; "
+        f"UPDATE blog_comment SET body = CONCAT(body, ' (edited)') WHERE {rand} < {share}; "
+        "INSERT INTO blog_comment (id, article_id, author_id, body, metadata, created_at) "
+        f"SELECT m.top + ROW_NUMBER() OVER (ORDER BY c.id), c.article_id, c.author_id, "
+        f"CONCAT('re: ', c.body), c.metadata, {now} "
+        f"FROM blog_comment c, (SELECT MAX(id) AS top FROM blog_comment) m WHERE {rand} < {share};"
+    )
+
+
+def prom_value(text, name):
+    found = re.search(rf"^{name}{{[^}}]*}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def offsite(args):
+    """Nightly backups pushed to an off-site repository (bench/playbooks/offsite.yml): a first
+    backup, then NIGHTS nights each changing about CHANGE_PCT % of the rows. Per night: the
+    backup's wall time, the push's own time and bytes (the scripts' metrics), and the
+    repository's size on disk."""
+    server = Server(args.engine, args.container)
+    repo, metrics = "/srv/restic/shop", f"{HOME}/metrics/djangoops_shop_offsite_backuphost.prom"
+    server.run(f"rm -rf {HOME}/db_backups/shop_* {HOME}/db_backups/latest")
+    load_before = os.getloadavg()
+    nights = []
+    for night in range(args.nights + 1):
+        if night:
+            change(server, args.change_pct)
+            # Each night's set has a name of its own (names have a one-second stamp).
+            time.sleep(1.1)
+        result = server.timed("commands/backup_db.sh --quiet")
+        text = server.run(f"cat {metrics}").stdout
+        if prom_value(text, "djangoops_offsite_success") != 1:
+            raise RuntimeError(f"night {night}: the push did not succeed:\n{text}")
+        night_result = {
+            "night": night,
+            "backup_wall_s": result["wall_s"],
+            "push_s": prom_value(text, "djangoops_offsite_push_duration_seconds"),
+            "pushed_bytes": prom_value(text, "djangoops_offsite_pushed_bytes"),
+            "repository_bytes": int(server.run(f"du -sb {repo}").stdout.split()[0]),
+            "set_bytes": server.file_size(f"{HOME}/db_backups/latest"),
+        }
+        nights.append(night_result)
+        log(
+            f"{args.engine} night {night}: backup {result['wall_s']:.1f} s, push {night_result['push_s']} s, "
+            f"repository {night_result['repository_bytes'] / 2**20:.1f} MiB"
+        )
+    restic = server.run("restic version").stdout.split()[1]
+    out = {
+        "engine": args.engine,
+        "offsite": {
+            "nights": nights,
+            "change_pct": args.change_pct,
+            "restic": restic,
+            "load_before": load_before,
+        },
+    }
+    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    log(f"{args.engine}: off-site results in {args.json}")
+
+
 def site(args):
     """ansible-playbook site.yml twice against one host; the second run must change nothing."""
     runs = []
@@ -402,11 +469,13 @@ TARGETS = [
 
 
 def report(args):
-    runs, site_runs = [], None
+    runs, site_runs, offsite_runs = [], None, []
     for path in args.json:
         data = json.loads(Path(path).read_text())
         if "site" in data:
             site_runs = data["site"]
+        elif "offsite" in data:
+            offsite_runs.append(data)
         else:
             runs.append(data)
     lines = ["| engine | method | backup wall s | backup CPU s | peak RSS MiB | size MiB | restore wall s |",
@@ -484,6 +553,8 @@ def report(args):
             f"project {sum(r.get('output_errors', 0) for r in run['results']['project']['restore'])}."
         )
     out += ["", *lines, "", "Ratios and targets (lower is better):", "", *ratio_lines, ""]
+    if offsite_runs:
+        out += offsite_report(offsite_runs, problems)
     if site_runs:
         out.append("`ansible-playbook site.yml` against one fresh demo host:")
         out.append("")
@@ -509,6 +580,49 @@ def report(args):
         raise SystemExit(1)
     if args.check:
         log("check: every row measured, every ratio a number, every restore complete")
+
+
+def offsite_report(offsite_runs, problems):
+    """The off-site table: a first backup and its push, then the nightly ones."""
+    first = offsite_runs[0]["offsite"]
+    out = [
+        f"Off-site copies (`bench.py offsite`, restic {first['restic']} through `rclone serve restic "
+        "--append-only` over SSH to the same container, so no network in between): a first backup, then "
+        f"{len(first['nights']) - 1} nights, each changing about {first['change_pct']:g} % of the rows of the "
+        "two big tables (half updated in place at random, half new comments). The push time and bytes are "
+        "the scripts' own metrics; the repository is its size on disk.",
+        "",
+        "| engine | night | set MiB | backup with push, wall s | push s | pushed MiB | repository MiB | growth MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summary = []
+    for run in offsite_runs:
+        nights, previous = run["offsite"]["nights"], None
+        for n in nights:
+            growth = "—" if previous is None else f"{(n['repository_bytes'] - previous) / 2**20:.1f}"
+            pushed = "n/a" if n["pushed_bytes"] is None else f"{n['pushed_bytes'] / 2**20:.1f}"
+            push = "n/a" if n["push_s"] is None else f"{n['push_s']:.1f}"
+            out.append(
+                f"| {run['engine']} | {n['night'] or 'first'} | {n['set_bytes'] / 2**20:.1f} | "
+                f"{n['backup_wall_s']:.1f} | {push} | {pushed} | {n['repository_bytes'] / 2**20:.1f} | {growth} |"
+            )
+            previous = n["repository_bytes"]
+            if n["push_s"] is None or n["pushed_bytes"] is None:
+                problems.append(f"{run['engine']}: night {n['night']}'s push has no metrics")
+        later = nights[1:]
+        if not later:
+            problems.append(f"{run['engine']}: no nightly push measured")
+            continue
+        grew = (nights[-1]["repository_bytes"] - nights[0]["repository_bytes"]) / 2**20
+        summary.append(
+            f"- **{run['engine']}**: first push {nights[0]['push_s']:.1f} s for a "
+            f"{nights[0]['set_bytes'] / 2**20:.1f} MiB set; nightly pushes "
+            f"{spread([n['push_s'] for n in later], '{:.1f}')} s; the repository grew "
+            f"{grew:.1f} MiB over {len(later)} nights ({grew / len(later):.1f} MiB a night, "
+            f"{100 * grew / len(later) / (nights[0]['set_bytes'] / 2**20):.0f} % of a set), against "
+            f"{sum(n['set_bytes'] for n in later) / 2**20:.1f} MiB of new local sets."
+        )
+    return [*out, "", *summary, ""]
 
 
 def chart(runs, path):
@@ -561,6 +675,12 @@ def main():
     m.add_argument("--size-mb", type=float, default=500)
     m.add_argument("--rounds", type=int, default=3)
     m.add_argument("--json", required=True)
+    o = sub.add_parser("offsite")
+    o.add_argument("engine", choices=["postgresql", "mysql"])
+    o.add_argument("container")
+    o.add_argument("--nights", type=int, default=5)
+    o.add_argument("--change-pct", type=float, default=1.0)
+    o.add_argument("--json", required=True)
     s = sub.add_parser("site")
     s.add_argument("inventory")
     s.add_argument("--json", required=True)
@@ -570,7 +690,7 @@ def main():
     r.add_argument("--png")
     r.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    {"measure": measure, "site": site, "report": report}[args.command](args)
+    {"measure": measure, "offsite": offsite, "site": site, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The benchmark in quick mode on each scenario server: it must measure every method,
-restore every table's rows, and write a report whose ratios are numbers."""
+restore every table's rows, and write a report whose ratios are numbers; then, as
+tools/bench does after the rounds, push nightly backups to an off-site repository and
+report the push times and the repository's growth."""
 
 import json
 import os
@@ -34,6 +36,8 @@ def quick(host, tmp_path_factory):
     )  # fmt: skip
     return {
         "engine": engine,
+        "container": container,
+        "out": out,
         "run": json.loads((out / "run.json").read_text()),
         "report": report,
         "markdown": (out / "benchmark.md").read_text() if (out / "benchmark.md").exists() else "",
@@ -92,3 +96,57 @@ def test_every_restore_brought_back_every_row(quick):
 
 def test_project_backup_logged_its_credential_lookup(quick):
     assert all(r["credentials_log_s"] is not None for r in quick["run"]["results"]["project"]["backup"])
+
+
+@pytest.fixture(scope="module")
+def nightly(host, quick):
+    """After the rounds: bench/playbooks/offsite.yml makes the server its own backup host,
+    then a first backup and two nights, each pushed; then the report of both."""
+    out, engine, container = quick["out"], quick["engine"], quick["container"]
+    keys = out / "keys"
+    keys.mkdir(mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keys / "client"], check=True)
+    applied = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", container,
+         ROOT / "bench" / "playbooks" / "offsite.yml", "-e", f"bench_offsite_keys={keys}"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stdout[-4000:]
+    measured = subprocess.run(
+        [sys.executable, BENCH, "offsite", engine, container, "--nights", "2", "--json", out / "offsite.json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert measured.returncode == 0, measured.stderr[-4000:]
+    report = subprocess.run(
+        [sys.executable, BENCH, "report", out / "run.json", out / "offsite.json",
+         "--markdown", out / "with-offsite.md", "--check"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-4000:]
+    return {
+        "nights": json.loads((out / "offsite.json").read_text())["offsite"]["nights"],
+        "markdown": (out / "with-offsite.md").read_text(),
+    }
+
+
+def test_each_night_was_pushed_and_the_repository_grew(host, nightly):
+    nights = nightly["nights"]
+    assert [n["night"] for n in nights] == [0, 1, 2]
+    assert all(n["pushed_bytes"] > 0 and n["push_s"] > 0 for n in nights), nights
+    sizes = [n["repository_bytes"] for n in nights]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3, sizes
+    # Every local set is in the repository, as the scripts' own listing reads it.
+    listing = host.run("/home/shop/commands/list_db_backups.sh --no-checksums </dev/null")
+    assert listing.rc == 0, listing.stderr
+    sets = [line.split() for line in listing.stdout.splitlines() if " shop_" in line]
+    assert len(sets) == 3, listing.stdout
+    assert all(fields[-1] == "backuphost" for fields in sets), listing.stdout
+
+
+def test_the_report_has_the_off_site_table(nightly, quick):
+    rows = [
+        line for line in nightly["markdown"].splitlines() if line.startswith(f"| {quick['engine']} | ")
+        and line.count("|") == 9
+    ]  # fmt: skip
+    assert [r.split("|")[2].strip() for r in rows] == ["first", "1", "2"], nightly["markdown"]
+    assert f"- **{quick['engine']}**: first push" in nightly["markdown"]
