@@ -152,6 +152,40 @@ def test_the_offsite_check_reads_the_data_back(run):
     assert result.stderr.count("read back and good") == 2
 
 
+def test_a_damaged_repository_fails_its_check_and_no_damaged_set_is_fetched(host, run, backup_host):
+    """A byte flipped in every pack file of the server's repository on the backup host (a disk
+    that rots): the weekly check fails naming the repository, and a fetch publishes nothing.
+    The pack files are put back afterwards and the check passes again."""
+    repository = f"/srv/restic/{host.backend.get_hostname()}"
+    name = latest(host)
+    aside = f"{HOME}/aside"
+    flip = (
+        "import pathlib, sys\n"
+        "for p in pathlib.Path(sys.argv[1]).rglob('*'):\n"
+        "    if p.is_file():\n"
+        "        with open(p, 'r+b') as f:\n"
+        "            f.seek(p.stat().st_size // 2); b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 0xFF]))\n"
+    )
+    backup_host.run_expect([0], f"cp -a {repository}/data {repository}/data.good")
+    host.run_expect([0], f"runuser -u shop -- mkdir -p {aside} && mv {BACKUPS}/{name}* {aside}/")
+    try:
+        backup_host.run_expect([0], f"python3 -c {quote(flip)} {repository}/data")
+        check = run("check_offsite.sh", "--read-data-subset", "100%")
+        fetch = run("fetch_db_backup.sh", name, "--from", "backuphost")
+        left = host.run(f"ls -A {BACKUPS}").stdout.split()
+    finally:
+        backup_host.run_expect([0], f"rm -rf {repository}/data && mv {repository}/data.good {repository}/data")
+        host.run_expect([0], f"rm -f {BACKUPS}/{name}* && mv {aside}/* {BACKUPS}/ && rmdir {aside}")
+    assert check.rc == 14, check.stderr
+    assert "off-site repository backuphost: its check failed" in check.stderr
+    assert "the off-site check of backuphost failed" in check.stderr
+    assert "bucket: structure and 100% of the data read back and good" in check.stderr
+    assert fetch.rc in (8, 14), fetch.stderr
+    assert "nothing was published" in fetch.stderr or "damaged" in fetch.stderr, fetch.stderr
+    assert not [f for f in left if f.startswith(name) or "partial" in f or "staging" in f], left
+    assert run("check_offsite.sh", "--read-data-subset", "100%").rc == 0
+
+
 def test_fetch_brings_a_set_back_checked(host, run):
     name = latest(host)
     # What killed runs leave: a fetch's staging directory, a partial directory.
@@ -212,3 +246,8 @@ def test_a_set_dated_in_the_future_does_not_stop_the_pushes(host, run, restic):
     assert result.rc == 0, result.stderr
     assert "in the future; it is not taken as the newest" in result.stderr
     assert latest(host) in sets_in(restic, "backuphost")
+    # Nor is such a set, which is not a backup (no checksum, no manifest), ever published.
+    fetch = run("fetch_db_backup.sh", future, "--from", "backuphost")
+    assert fetch.rc == 8, fetch.stderr
+    assert f"{future} has no checksum file; refusing to use it" in fetch.stderr
+    assert not host.file(f"{BACKUPS}/{future}").exists
