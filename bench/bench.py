@@ -335,15 +335,28 @@ def measure(args):
     log(f"{args.engine}: results in {args.json}")
 
 
-def change(server, percent):
+PATTERNS = {
+    "uniform": "half updated in place anywhere in the tables, half new comments",
+    "recent": "half updated in place among the newest tenth of the rows, half new comments",
+}
+
+
+def change(server, percent, pattern):
     """One day's changes, about PERCENT % of the rows of the two big tables: half of that updated
-    in place at random (a view counted, an edit), half new comments (copies of random ones)."""
+    in place (a view counted, an edit), half new comments (copies of random ones). The updates
+    fall anywhere (`uniform`: the worst case for deduplication) or among the newest tenth of
+    the rows (`recent`: what a site mostly edits)."""
     share = percent / 200
     rand = "random()" if server.engine == "postgresql" else "RAND()"
     now = "now()" if server.engine == "postgresql" else "NOW(6)"
+    where = {"blog_article": f"{rand} < {share}", "blog_comment": f"{rand} < {share}"}
+    if pattern == "recent":
+        for table in where:
+            low, high = (int(v) for v in server.sql(f"SELECT MIN(id), MAX(id) FROM {table}").split())
+            where[table] = f"id > {high - (high - low) // 10} AND {rand} < {share * 10}"
     server.sql(
-        f"UPDATE blog_article SET view_count = view_count + 1, updated_at = {now} WHERE {rand} < {share}; "
-        f"UPDATE blog_comment SET body = CONCAT(body, ' (edited)') WHERE {rand} < {share}; "
+        f"UPDATE blog_article SET view_count = view_count + 1, updated_at = {now} WHERE {where['blog_article']}; "
+        f"UPDATE blog_comment SET body = CONCAT(body, ' (edited)') WHERE {where['blog_comment']}; "
         "INSERT INTO blog_comment (id, article_id, author_id, body, metadata, created_at) "
         f"SELECT m.top + ROW_NUMBER() OVER (ORDER BY c.id), c.article_id, c.author_id, "
         f"CONCAT('re: ', c.body), c.metadata, {now} "
@@ -365,10 +378,12 @@ def offsite(args):
     repo, metrics = "/srv/restic/shop", f"{HOME}/metrics/djangoops_shop_offsite_backuphost.prom"
     server.run(f"rm -rf {HOME}/db_backups/shop_* {HOME}/db_backups/latest")
     load_before = os.getloadavg()
+    before = server.run(f"du -sb {repo} 2>/dev/null || echo 0", check=False).stdout.split()[0]
+    initialized = server.run(f"test -f {repo}/config", check=False).returncode == 0
     nights = []
     for night in range(args.nights + 1):
         if night:
-            change(server, args.change_pct)
+            change(server, args.change_pct, args.pattern)
             # Each night's set has a name of its own (names have a one-second stamp).
             time.sleep(1.1)
         result = server.timed("commands/backup_db.sh --quiet")
@@ -394,7 +409,10 @@ def offsite(args):
         "offsite": {
             "nights": nights,
             "change_pct": args.change_pct,
+            "pattern": args.pattern,
             "restic": restic,
+            "repository_bytes_before": int(before),
+            "repository_initialized_before": initialized,
             "load_before": load_before,
         },
     }
@@ -583,28 +601,35 @@ def report(args):
 
 
 def offsite_report(offsite_runs, problems):
-    """The off-site table: a first backup and its push, then the nightly ones."""
+    """The off-site table: per engine and change pattern, a first backup and its push (the
+    first into an empty repository, or one more run), then the nightly ones."""
     first = offsite_runs[0]["offsite"]
     out = [
         f"Off-site copies (`bench.py offsite`, restic {first['restic']} through `rclone serve restic "
-        "--append-only` over SSH to the same container, so no network in between): a first backup, then "
+        "--append-only` over SSH to the same container, so no network in between): a backup, then "
         f"{len(first['nights']) - 1} nights, each changing about {first['change_pct']:g} % of the rows of the "
-        "two big tables (half updated in place at random, half new comments). The push time and bytes are "
-        "the scripts' own metrics; the repository is its size on disk.",
+        "two big tables: "
+        + "; ".join(f"`{name}`: {text}" for name, text in PATTERNS.items())
+        + ". The push time and bytes are the scripts' own metrics; the repository is its size on disk.",
         "",
-        "| engine | night | set MiB | backup with push, wall s | push s | pushed MiB | repository MiB | growth MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | changes | night | set MiB | backup with push, wall s | push s | pushed MiB | repository MiB "
+        "| growth MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     summary = []
     for run in offsite_runs:
-        nights, previous = run["offsite"]["nights"], None
+        data = run["offsite"]
+        nights, pattern = data["nights"], data.get("pattern", "uniform")
+        previous = data.get("repository_bytes_before", 0)
+        empty = not data.get("repository_initialized_before", False)
         for n in nights:
-            growth = "—" if previous is None else f"{(n['repository_bytes'] - previous) / 2**20:.1f}"
+            label = n["night"] or ("first" if empty else "0")
+            growth = (n["repository_bytes"] - previous) / 2**20
             pushed = "n/a" if n["pushed_bytes"] is None else f"{n['pushed_bytes'] / 2**20:.1f}"
             push = "n/a" if n["push_s"] is None else f"{n['push_s']:.1f}"
             out.append(
-                f"| {run['engine']} | {n['night'] or 'first'} | {n['set_bytes'] / 2**20:.1f} | "
-                f"{n['backup_wall_s']:.1f} | {push} | {pushed} | {n['repository_bytes'] / 2**20:.1f} | {growth} |"
+                f"| {run['engine']} | {pattern} | {label} | {n['set_bytes'] / 2**20:.1f} | "
+                f"{n['backup_wall_s']:.1f} | {push} | {pushed} | {n['repository_bytes'] / 2**20:.1f} | {growth:.1f} |"
             )
             previous = n["repository_bytes"]
             if n["push_s"] is None or n["pushed_bytes"] is None:
@@ -615,8 +640,8 @@ def offsite_report(offsite_runs, problems):
             continue
         grew = (nights[-1]["repository_bytes"] - nights[0]["repository_bytes"]) / 2**20
         summary.append(
-            f"- **{run['engine']}**: first push {nights[0]['push_s']:.1f} s for a "
-            f"{nights[0]['set_bytes'] / 2**20:.1f} MiB set; nightly pushes "
+            f"- **{run['engine']}, {pattern}**: push {nights[0]['push_s']:.1f} s for the "
+            f"{nights[0]['set_bytes'] / 2**20:.1f} MiB set of night 0; nightly pushes "
             f"{spread([n['push_s'] for n in later], '{:.1f}')} s; the repository grew "
             f"{grew:.1f} MiB over {len(later)} nights ({grew / len(later):.1f} MiB a night, "
             f"{100 * grew / len(later) / (nights[0]['set_bytes'] / 2**20):.0f} % of a set), against "
@@ -680,6 +705,7 @@ def main():
     o.add_argument("container")
     o.add_argument("--nights", type=int, default=5)
     o.add_argument("--change-pct", type=float, default=1.0)
+    o.add_argument("--pattern", choices=sorted(PATTERNS), default="uniform")
     o.add_argument("--json", required=True)
     s = sub.add_parser("site")
     s.add_argument("inventory")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import testinfra
-from db_backup.conftest import BACKUPS, COMMANDS, DB_NAME, HOME, ROOT, quote, run  # noqa: F401 - shared helpers and fixture
+from db_backup.conftest import BACKUPS, COMMANDS, DB_NAME, HOME, ROOT, quote, run, variables  # noqa: F401 - shared helpers and fixtures
 
 OFFSITE = f"{HOME}/.djangoops/offsite"
 BACKUP_HOST = "offsite-backuphost"

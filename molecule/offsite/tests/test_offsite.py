@@ -195,8 +195,32 @@ def test_fetch_brings_a_set_back_checked(host, run):
     assert result.rc == 0, result.stderr
     assert result.stdout.strip() == name
     assert host.run(f"cd {BACKUPS} && sha256sum --check --status {name}.sha256").rc == 0
-    assert run("verify_db.sh", name).rc == 0
+    assert run("verify_db.sh", name, "--from", "local").rc == 0
     assert host.run(f"ls -A {BACKUPS} | grep -c 'partial\\|staging'").stdout.strip() == "0"
+
+
+def test_the_test_restore_can_take_its_set_from_off_site(host, run, variables):
+    """verify_db.sh --from REPO (or db_backup_verify_from) downloads the repository's newest
+    set even when it is here too, checks it, test-restores it, and leaves nothing behind."""
+    before = host.run(f"ls -A {BACKUPS}").stdout.split()
+    result = run("verify_db.sh", "--from", "bucket")
+    assert result.rc == 0, result.stderr
+    fetched = re.search(r"downloaded (\S+) from bucket: sha256 and manifest good", result.stderr)
+    assert fetched, result.stderr
+    assert f"verified {fetched[1]} from off-site repository bucket by a test restore" in result.stderr
+    assert host.run(f"ls -A {BACKUPS}").stdout.split() == before
+    # The role's setting is the default source; `local` overrides it for one run.
+    default = run("verify_db.sh")
+    assert default.rc == 0, default.stderr
+    source = variables.get("db_backup_verify_from", "")
+    assert ("from off-site repository" in default.stderr) == bool(source), default.stderr
+    if source:
+        assert f"downloaded {fetched[1]} from {source}" in default.stderr
+        local = run("verify_db.sh", "--from", "local")
+        assert local.rc == 0 and "from off-site repository" not in local.stderr, local.stderr
+    wrong = run("verify_db.sh", "--from", "nowhere")
+    assert wrong.rc == 2
+    assert "no off-site repository named 'nowhere'; configured: backuphost bucket" in wrong.stderr
 
 
 def test_the_controller_prunes_with_its_own_key(host, restic):

@@ -27,6 +27,7 @@ OFFSITE_CHILD=""
 OFFSITE_DEADLINE=$((SECONDS + ${OFFSITE_TIMEOUT:-3600}))
 offsite_deadline() { OFFSITE_DEADLINE=$((SECONDS + OFFSITE_TIMEOUT)); }
 FETCHED=""
+FETCHED_PATH=""
 
 offsite_enabled() { ((${#OFFSITE_REPOS[@]} > 0)); }
 
@@ -355,11 +356,14 @@ offsite_where() {
 }
 declare -a OFFSITE_UNREADABLE=()
 
-# offsite_fetch REPO WANT: the set WANT (a set name, or latest: the newest in
-# the repository) from REPO into BACKUPS_DIR, checked against its sha256 and
-# manifest before it is published there. Sets FETCHED to its name.
+# offsite_fetch REPO WANT [staged]: the set WANT (a set name, or latest: the
+# newest in the repository) from REPO into BACKUPS_DIR, checked against its
+# sha256 and manifest before it is published there. Sets FETCHED to its name
+# and FETCHED_PATH to its dump. With `staged` (verify_db.sh --from), always
+# downloaded, checked the same way, and left in a staging directory that goes
+# at exit: nothing is published.
 offsite_fetch() {
-  local repo=$1 want=$2 line set sha id time rest chosen="" staging
+  local repo=$1 want=$2 staged=${3:-} line set sha id time rest chosen="" staging
   offsite_deadline
   offsite_sets "$repo" "$RUN_DIR/sets.tsv" ||
     die "$EXIT_OFFSITE_FAILED" "off-site repository $repo cannot be read; nothing was fetched"
@@ -378,11 +382,12 @@ offsite_fetch() {
   fi
   IFS=$'\t' read -r set sha id time rest <<<"$chosen"
   [[ $set =~ $BACKUP_NAME_RE ]] || die "$EXIT_BAD_BACKUP" "off-site set '$set' is not named as a backup of $PROJECT_NAME; refusing it"
-  if [[ -f $BACKUPS_DIR/$set && -f $BACKUPS_DIR/$set.sha256 && $(offsite_set_id "$set") == "$set@$sha" ]] &&
+  if [[ -z $staged && -f $BACKUPS_DIR/$set && -f $BACKUPS_DIR/$set.sha256 && $(offsite_set_id "$set") == "$set@$sha" ]] &&
     (cd "$BACKUPS_DIR" && sha256sum --check --status --strict -- "$set.sha256"); then
     info "$set (from $repo, taken $time) is already here"
     check_backup "$BACKUPS_DIR/$set"
     FETCHED=$set
+    FETCHED_PATH=$BACKUPS_DIR/$set
     return 0
   fi
   # Not a *.partial name: remove_stale_partials of another script must not
@@ -413,6 +418,12 @@ offsite_fetch() {
   check_backup "$staging/$set"
   read -r line _ <"$staging/$set.sha256"
   [[ $line == "$sha" ]] || die "$EXIT_BAD_BACKUP" "$set, as fetched from $repo, is not the dump its snapshot names (sha256 $sha); nothing was published"
+  FETCHED=$set
+  if [[ -n $staged ]]; then
+    info "downloaded $set from $repo: sha256 and manifest good, $(numfmt --to=iec "$(stat -c %s -- "$staging/$set")")B in $(elapsed "$started") s"
+    FETCHED_PATH=$staging/$set
+    return 0
+  fi
   # Published as a backup taken here would be: data last, then the directory flushed.
   sync -- "$staging"/*
   for file in "$set.sha256" "$set.manifest.json" "$(media_name_of "$set")" "$set"; do
@@ -422,7 +433,7 @@ offsite_fetch() {
   done
   sync -- "$BACKUPS_DIR"
   info "fetched $set from $repo: sha256 and manifest good, $(numfmt --to=iec "$(stat -c %s -- "$BACKUPS_DIR/$set")")B in $(elapsed "$started") s"
-  FETCHED=$set
+  FETCHED_PATH=$BACKUPS_DIR/$set
 }
 
 # offsite_check_all: restic's own check of every repository, reading back
