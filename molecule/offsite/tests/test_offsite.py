@@ -90,6 +90,37 @@ def assert_published_locally_and_failed_offsite(host, result, before, reason):
     return name
 
 
+def test_offsite_secrets_never_on_a_command_line_in_a_log_or_a_readable_file(host, variables):
+    """The repository password, the S3 secret key and the SSH key: never in a process's
+    arguments (sampled by ps all through a backup and its pushes), in the logs, or in a file
+    anyone but the project user can read; their own files are 0600 and the project user's."""
+    hostname = host.backend.get_hostname()
+    key_lines = scenario_file(hostname).splitlines()
+    secrets = {
+        "password": variables["db_backup_offsite_password"],
+        "S3 secret": f"s3-secret-{hostname}-do-not-log",
+        "SSH key": key_lines[len(key_lines) // 2],
+    }
+    sampled = host.run(
+        f"{COMMANDS}/backup_db.sh -q </dev/null & pid=$!; : > /root/ps-offsite.txt; "
+        "while kill -0 $pid 2>/dev/null; do ps -eo args >> /root/ps-offsite.txt; done; wait $pid"
+    )
+    assert sampled.rc == 0, sampled.stderr
+    samples = host.file("/root/ps-offsite.txt").content_string
+    assert "restic" in samples, "the sampling missed the pushes"
+    for what, secret in secrets.items():
+        assert secret not in samples, f"the {what} on a command line"
+        found = host.run(
+            "find /home/shop /etc /tmp /var/log /var/lib/djangoops-metrics -xdev -type f "
+            "\\( -perm -o=r -o -path '/home/shop/logs/*' \\) -print0 | xargs -0 -r grep -lF -- %s",
+            secret,
+        )
+        assert found.stdout == "", f"the {what} in {found.stdout}"
+    for name in ("password", "backuphost.key", "bucket.s3"):
+        f = host.file(f"{HOME}/.djangoops/offsite/{name}")
+        assert (f.mode, f.user) == (0o600, "shop"), name
+
+
 def test_backup_host_down_publishes_locally_then_push_sends_what_was_missed(host, run, restic, backup_host):
     """The backup host down (its sshd stopped; moto's S3 server, which keeps its data in
     memory only, stays up): the bucket still gets the set."""
