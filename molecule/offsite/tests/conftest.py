@@ -7,7 +7,18 @@ import subprocess
 
 import pytest
 import testinfra
-from db_backup.conftest import BACKUPS, COMMANDS, DB_NAME, HOME, ROOT, quote, run, variables  # noqa: F401 - shared helpers and fixtures
+from db_backup.conftest import (  # noqa: F401 - shared helpers and fixtures
+    BACKUPS,
+    COMMANDS,
+    DB_NAME,
+    HOME,
+    ROOT,
+    files_holding,
+    quote,
+    run,
+    sample_ps_during,
+    variables,
+)
 
 OFFSITE = f"{HOME}/.djangoops/offsite"
 BACKUP_HOST = "offsite-backuphost"

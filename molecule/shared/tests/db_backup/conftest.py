@@ -204,5 +204,25 @@ def backups_state(host):
     return _state
 
 
+def sample_ps_during(host, command, out="/root/ps.txt"):
+    """Runs COMMAND (a script of commands/, with its arguments) while ps records every
+    process's arguments, again and again until it ends: (its result, the samples)."""
+    result = host.run(
+        f"{COMMANDS}/{command} </dev/null & pid=$!; : > {out}; "
+        f"while kill -0 $pid 2>/dev/null; do ps -eo args >> {out}; done; wait $pid"
+    )
+    return result, host.file(out).content_string
+
+
+# Everywhere a script, a client tool or a server could write something down.
+WRITABLE_PLACES = "/home /root /tmp /var /etc /srv /opt /usr/local /dev/shm /run"
+
+
+def files_holding(host, needle):
+    """Every file in WRITABLE_PLACES that holds NEEDLE."""
+    result = host.run(f"grep -rlF -D skip -- %s {WRITABLE_PLACES}", needle)
+    return {path for path in result.stdout.split("\n") if path}
+
+
 def last_log_lines(host, script, n=15):
     return host.run(f"tail -n {n} {LOGS}/{script}.log").stdout

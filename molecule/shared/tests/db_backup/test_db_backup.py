@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import BACKUPS, COMMANDS, DB_NAME, HOME, PASSWORD, last_log_lines, quote
+from conftest import BACKUPS, COMMANDS, DB_NAME, HOME, PASSWORD, files_holding, last_log_lines, quote, sample_ps_during
 
 
 def manifest(host, name):
@@ -412,23 +412,14 @@ def test_password_never_on_a_command_line_in_a_log_or_another_file(host, engine,
     # A backup whose dump waits two seconds on a lock, sampled by ps all along.
     host.run_expect([0], f"nohup {engine.lock_table_command(2)} >/dev/null 2>&1 &")
     time.sleep(0.5)
-    sampled = host.run(
-        f"{COMMANDS}/backup_db.sh -q & pid=$!; : > /root/ps.txt; "
-        "while kill -0 $pid 2>/dev/null; do ps -eo args >> /root/ps.txt; done; wait $pid"
-    )
+    sampled, samples = sample_ps_during(host, "backup_db.sh -q")
     assert sampled.rc == 0, sampled.stderr
-    samples = host.file("/root/ps.txt").content_string
     assert engine.dump_process in samples, "ps never saw the dump running"
     assert PASSWORD not in samples
     assert "pä ss" not in samples
     # Everywhere a script, a client tool or the server could write it down; a
     # non-ASCII part and an ASCII part (JSON files escape the "ä").
-    found = set()
-    for needle in ("pä ss", "'d' $PATH `id`"):
-        result = host.run(
-            "grep -rlF -D skip -- %s /home /root /tmp /var /etc /srv /opt /usr/local /dev/shm /run", needle
-        )
-        found |= {path for path in result.stdout.split("\n") if path}
+    found = files_holding(host, "pä ss") | files_holding(host, "'d' $PATH `id`")
     allowed = {f"{HOME}/.secrets/database.json"}  # the project's own settings secret
     if variables["db_backup_credentials_source"] == "vars":
         allowed.add(f"{HOME}/.djangoops/{'pgpass' if engine.service == 'postgresql' else 'my.cnf'}")
