@@ -619,9 +619,8 @@ def offsite_report(offsite_runs, problems):
     summary = []
     for run in offsite_runs:
         data = run["offsite"]
-        nights, pattern = data["nights"], data.get("pattern", "uniform")
-        previous = data.get("repository_bytes_before", 0)
-        empty = not data.get("repository_initialized_before", False)
+        nights, pattern = data["nights"], data["pattern"]
+        previous, empty = data["repository_bytes_before"], not data["repository_initialized_before"]
         for n in nights:
             label = n["night"] or ("first" if empty else "0")
             growth = (n["repository_bytes"] - previous) / 2**20
