@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
-from bare_inventory import apply_role, apply_role_cases
+from bare_inventory import apply_role, apply_role_cases, bare_inventory
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 
@@ -130,11 +130,8 @@ def run_example(tmp_path, *options, settings_module=None):
     if settings_module:
         text = text.replace(PACKAGE_LINE, f"project_settings_module: {settings_module}")
     (tmp_path / "example.yml").write_text(text)
-    (tmp_path / "hosts.yml").write_text(
-        f"django:\n  hosts:\n    {SITE}:\n      ansible_connection: community.docker.docker\n"
-    )
     result = subprocess.run(
-        ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), *options, str(tmp_path / "example.yml")],
+        ["ansible-playbook", "-i", bare_inventory(tmp_path, SITE, "django"), *options, str(tmp_path / "example.yml")],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -78,10 +78,10 @@ def offsite_column(host, name):
     return ""
 
 
-def playbook(*args):
-    """ansible-playbook from the controller, on the scenario's inventory."""
+def playbook(*args, inventory=None):
+    """ansible-playbook from the controller, on the scenario's inventory (or another)."""
     return subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
+        ["ansible-playbook", "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), *args],
         capture_output=True,
         text=True,
         cwd=str(ROOT),

@@ -7,10 +7,15 @@ and the same media files. Runs last (file order), once, without the per-server `
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import testinfra
+import yaml
+from bare_inventory import connection_vars
 from conftest import DB_NAME, ROOT, playbook
 from db_backup.conftest import VARS
 
@@ -20,8 +25,34 @@ SITE = "curl -sf http://127.0.0.1:8000/catalog/checksum/"
 MEDIA = "cd /home/shop/media && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum"
 
 
-def server():
-    return testinfra.get_host(f"ansible://{SERVER}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+def server(inventory=None):
+    inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host(f"ansible://{SERVER}", ansible_inventory=str(inventory))
+
+
+def inventory_for_new_server(address, tmp_path):
+    """The scenario's inventory (with its group and host variables) where SERVER is at
+    `address`: the operator's edit when the replacement machine comes up."""
+    copy = tmp_path / "inventory"
+    shutil.copytree(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent, copy)
+    hosts = copy / "ansible_inventory.yml"
+    data = yaml.safe_load(hosts.read_text())
+    data["all"]["hosts"][SERVER]["ansible_host"] = address  # the groups share this mapping
+    hosts.write_text(yaml.safe_dump(data))
+    return hosts
+
+
+def wait_for_ssh(address, port, seconds=60):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=2) as connection:
+                if connection.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"no sshd at {address}:{port} after {seconds} s"
+        time.sleep(0.5)
 
 
 def docker(*args):
@@ -50,18 +81,24 @@ def test_disaster_drill(tmp_path):
     assert local.rc == 0, local.stderr
     assert served(a) == before
 
-    # Server A is lost; B starts from the image as a new machine would.
+    # Server A is lost; B starts from the image as a new machine would, with
+    # the test bed's access key, at an address of its own.
+    entry = connection_vars(SERVER)
     docker("rm", "--force", "--volumes", SERVER)
     docker(
         "run", "--detach", "--name", SERVER, "--hostname", SERVER, "--label", "owner=molecule",
         "--cap-add", "SYS_ADMIN", "--cgroupns", "host", "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--volume", f"{entry['ansible_private_key_file']}.pub:/opt/djangoops-test/access/authorized_keys:ro",
         "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp", IMAGE, "/sbin/init",
     )  # fmt: skip
-    b = server()
+    address = docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", SERVER)
+    wait_for_ssh(address, int(entry["ansible_port"]))
+    inventory = inventory_for_new_server(address, tmp_path)
+    b = server(inventory)
     b.run_expect([0, 1], "systemctl is-system-running --wait")
     assert b.run("test -e /home/shop/db_backups").rc == 1, "B must start without A's files"
     deployed = playbook(
-        "molecule/offsite/stand_up_site.yml", "--limit", SERVER, "-e", "test_site_data=false",
+        "molecule/offsite/stand_up_site.yml", "--limit", SERVER, "-e", "test_site_data=false", inventory=inventory,
     )  # fmt: skip
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     assert served(b) is None, "B's site must have no data before the recovery"
@@ -82,6 +119,7 @@ def test_disaster_drill(tmp_path):
     started = time.monotonic()
     recover = playbook(
         "playbooks/recover.yml", "-e", f"target={SERVER}", "-e", "@molecule/shared/vars/backup.yml", "-e", f"@{extra}",
+        inventory=inventory,
     )  # fmt: skip
     assert recover.returncode == 0, recover.stdout[-4000:]
     # The site (restarting every second while its database was missing) gets

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 import testinfra
+from bare_inventory import bare_inventory
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/inventory"
@@ -145,25 +146,22 @@ def test_verify_passes_everywhere_then_names_the_host_that_fails(host, mariadb):
     assert f"{PG_HOST}: exit 0" in out and f"{MARIADB_HOST}: exit 8" in out, out
 
 
-SECOND_PROJECT = """
-django:
-  hosts:
-    operations-blog:
-      ansible_host: operations-debian12
-      ansible_connection: community.docker.docker
-      project_name: blog
-      db_backup_engine: postgresql
-      db_backup_credentials_source: vars
-      db_backup_database_name: blog
-      db_backup_database_user: blog
-      db_backup_database_password: blog-password
-      db_backup_database_host: 127.0.0.1
-      db_backup_media_dir: ""
-      schedule_backend: cron
-      # The blog has no Django code on this server: nothing would run clearsessions.
-      schedule_clear_sessions_state: absent
-      schedule_backup_time: "30 2 * * *"
-"""
+# The blog: one more inventory entry for the PostgreSQL server (reached as the
+# scenario reaches it).
+BLOG = {
+    "project_name": "blog",
+    "db_backup_engine": "postgresql",
+    "db_backup_credentials_source": "vars",
+    "db_backup_database_name": "blog",
+    "db_backup_database_user": "blog",
+    "db_backup_database_password": "blog-password",
+    "db_backup_database_host": "127.0.0.1",
+    "db_backup_media_dir": "",
+    "schedule_backend": "cron",
+    # The blog has no Django code on this server: nothing would run clearsessions.
+    "schedule_clear_sessions_state": "absent",
+    "schedule_backup_time": "30 2 * * *",
+}
 
 
 def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_path):
@@ -174,9 +172,8 @@ def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_p
     host.run_expect([0], "printf '%%s' %s | runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1", sql)
     shop_cron = host.file("/etc/cron.d/djangoops-shop").content_string
     shop_latest = host.run(f"readlink {BACKUPS}/latest").stdout
-    inventory = tmp_path / "second.yml"
-    inventory.write_text(SECOND_PROJECT)
-    rc, out = playbook("../site.yml", "-i", str(inventory), "--limit", "operations-blog")
+    inventory = bare_inventory(tmp_path, PG_HOST, "django", alias="operations-blog", **BLOG)
+    rc, out = playbook("../site.yml", "-i", inventory, "--limit", "operations-blog")
     assert rc == 0, out
     host.run_expect([0], "/home/blog/commands/backup_db.sh")
     assert host.run("readlink /home/blog/db_backups/latest").stdout.startswith("blog_")

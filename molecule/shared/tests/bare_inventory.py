@@ -5,8 +5,27 @@ one run."""
 import json
 import os
 import subprocess
+from pathlib import Path
+
+import yaml
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+
+
+def connection_vars(hostname):
+    """How the scenario's inventory reaches `hostname` (the test bed's sshd: address, port,
+    user, key and ssh options), and nothing else of the scenario's."""
+    hosts = yaml.safe_load(Path(os.environ["MOLECULE_INVENTORY_FILE"]).read_text())["all"]["hosts"]
+    return {name: value for name, value in hosts[hostname].items() if name.startswith("ansible_")}
+
+
+def bare_inventory(tmp_path, hostname, group="ungrouped", alias=None, **host_vars):
+    """An inventory file of `hostname` alone (as `alias` if given), in `group`, reached as
+    the scenario reaches it, with only `host_vars`; returns its path."""
+    path = tmp_path / f"{alias or hostname}.inventory.json"
+    entry = {**connection_vars(hostname), **host_vars}
+    path.write_text(json.dumps({group: {"hosts": {alias or hostname: entry}}}))
+    return str(path)
 
 
 def apply_role(hostname, role, extra_vars, tmp_path, gather_facts=True):
@@ -17,7 +36,7 @@ def apply_role(hostname, role, extra_vars, tmp_path, gather_facts=True):
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(extra_vars))
     result = subprocess.run(
-        ["ansible-playbook", "-i", f"{hostname},", "-c", "community.docker.docker", "-e", f"@{extra}", str(playbook)],
+        ["ansible-playbook", "-i", bare_inventory(tmp_path, hostname), "-e", f"@{extra}", str(playbook)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -53,7 +72,7 @@ def apply_role_cases(hostname, role, cases, tmp_path, gather_facts=True):
     playbook.write_text(json.dumps(plays))
     # stderr into stdout, so that each error stays in its case's play.
     result = subprocess.run(
-        ["ansible-playbook", "-i", f"{hostname},", "-c", "community.docker.docker", str(playbook)],
+        ["ansible-playbook", "-i", bare_inventory(tmp_path, hostname), str(playbook)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -66,7 +66,9 @@ class Writer:
         self.host.run_expect([0], f"printf '%s' {quote(WRITER)} > /tmp/writer.py")
         self.host.run_expect(
             [0],
-            f"cd {HOME} && nohup runuser -u shop -- env/bin/python src/shop/manage.py shell < /tmp/writer.py"
+            # Only the writer in the background, its output away from the session (a
+            # backgrounded `cd && ...` list would hold the ssh session open till it ends).
+            f"cd {HOME} || exit; nohup runuser -u shop -- env/bin/python src/shop/manage.py shell < /tmp/writer.py"
             " > /tmp/writer.log 2>&1 &",
         )
         for _ in range(50):

@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+from bare_inventory import bare_inventory
 from conftest import MODULE_FILE
 
 PLAY = "- hosts: all\n  gather_facts: false\n  become: true\n  roles:\n    - djangoops.maintenance.django_logging\n"
@@ -40,9 +41,7 @@ def test_bad_input_is_refused_naming_the_variable(host, tmp_path, extra_vars, va
         [
             "ansible-playbook",
             "-i",
-            f"{hostname},",
-            "-c",
-            "community.docker.docker",
+            bare_inventory(tmp_path, hostname),
             "-e",
             f"@{tmp_path / 'vars.json'}",
             str(tmp_path / "play.yml"),
