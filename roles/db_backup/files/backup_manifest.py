@@ -7,18 +7,40 @@
   get MANIFEST KEY        print one top-level value of a manifest
   compare MANIFEST ACTUAL compare the counts with a TSV of "table<TAB>rows" from a test
                           restore; print each difference, exit 1 if there is any
+  fields MANIFEST         print every top-level value of a manifest, as KEY NUL VALUE NUL
+                          pairs (what a restore needs, in one call)
   snapshots PROJECT       read `restic snapshots --json` on stdin; print the backup sets
                           of PROJECT it holds, oldest first, one per line:
                           SET<TAB>SHA256<TAB>SNAPSHOT_ID<TAB>TIME<TAB>PATH...
+  kind DIR PROJECT STAMP  the kind of a new backup taken at STAMP (YYYYmmddTHHMMSSZ, UTC)
+                          among PROJECT's sets in DIR: monthly, weekly or daily
+  prune DIR PROJECT KINDS KEEP [PROTECTED...]
+                          the sets of PROJECT in DIR that retention removes, one per line:
+                          NAME<TAB>KIND<TAB>KEPT. KINDS: "daily,weekly,monthly" or "safety";
+                          KEEP: "daily=7,weekly=4,monthly=12,safety=2"
 
 Counting reads the dump as it is written (the backup script tees the stream here),
 so the manifest describes exactly what the file holds.
+
+The decisions (a set's kind, what retention removes) are made here rather than in
+the shell, so that tests/unit/roles can try them on any calendar without a server:
+- The first backup of a calendar month (UTC) is monthly; otherwise the first of an
+  ISO 8601 week (which may start in the previous month or year) is weekly; any other
+  is daily. Safety backups (taken by a restore) and weekday-rotation files count for
+  neither.
+- Retention keeps the KEEP newest sets of each kind and removes the older ones, but
+  never the set `latest` points at, nor a PROTECTED one (the set a restore is
+  restoring from). Only whole names of PROJECT's sets count: another project's files
+  in the same directory are never seen.
 """
 
+import datetime
 import json
 import os
 import re
 import sys
+
+KINDS = ("daily", "weekly", "monthly", "safety")
 
 # PostgreSQL: pg_dump / pg_restore output. Names are schema-qualified and quoted
 # the way format('%I.%I') quotes them.
@@ -146,15 +168,105 @@ def cmd_compare(manifest_path, actual_path):
     return 1 if problems else 0
 
 
+def cmd_fields(manifest_path):
+    with open(manifest_path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    out = sys.stdout.buffer
+    for key, value in manifest.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if "\0" in key or "\0" in text:
+            sys.stderr.write(f"{manifest_path}: a NUL in {key!r}\n")
+            return 1
+        out.write(key.encode() + b"\0" + text.encode() + b"\0")
+    return 0
+
+
+def set_name_pattern(project):
+    """A whole backup set name of PROJECT: PROJECT_STAMP_KIND.EXT, or PROJECT_D-Day.EXT
+    (weekday rotation)."""
+    return re.compile(
+        re.escape(project)
+        + r"_(?:(?P<stamp>[0-9]{8}T[0-9]{6}Z)_(?P<kind>daily|weekly|monthly|safety)|(?P<weekday>[0-6]-[A-Za-z]+))"
+        r"\.(?:pgdump|sql)\.(?:zst|gz)$"
+    )
+
+
+def sets_in(directory, project):
+    """PROJECT's published sets in DIRECTORY (regular files), newest first."""
+    pattern = set_name_pattern(project)
+    names = [
+        entry.name
+        for entry in os.scandir(directory)
+        if pattern.match(entry.name) and entry.is_file(follow_symlinks=False)
+    ]
+    return sorted(names, reverse=True)
+
+
+def stamp_date(stamp):
+    return datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").date()
+
+
+def gfs_kind(stamp, names, project):
+    """The kind of a backup taken at STAMP, given the names of the sets already there."""
+    day = stamp_date(stamp)
+    pattern = set_name_pattern(project)
+    month_seen = week_seen = False
+    for name in names:
+        m = pattern.match(name)
+        if not m or not m.group("stamp") or m.group("kind") == "safety":
+            continue
+        other = stamp_date(m.group("stamp"))
+        month_seen |= (other.year, other.month) == (day.year, day.month)
+        week_seen |= other.isocalendar()[:2] == day.isocalendar()[:2]
+    if not month_seen:
+        return "monthly"
+    return "daily" if week_seen else "weekly"
+
+
+def prune_plan(names, kinds, keep, project, latest="", protected=()):
+    """[(name, kind, kept)] that retention removes from NAMES (newest first)."""
+    pattern = set_name_pattern(project)
+    plan = []
+    for kind in kinds:
+        seen = 0
+        for name in names:
+            m = pattern.match(name)
+            if not m or (m.group("kind") or "weekday") != kind:
+                continue
+            seen += 1
+            if seen > keep[kind] and name != latest and name not in protected:
+                plan.append((name, kind, keep[kind]))
+    return plan
+
+
+def cmd_kind(directory, project, stamp):
+    print(gfs_kind(stamp, sets_in(directory, project), project))
+    return 0
+
+
+def cmd_prune(directory, project, kinds, keep, *protected):
+    kinds = kinds.split(",")
+    keep = {k: int(v) for k, v in (item.split("=", 1) for item in keep.split(","))}
+    unknown = [k for k in kinds if k not in KINDS or k not in keep]
+    if unknown or any(v < 1 for v in keep.values()):
+        sys.stderr.write(f"prune: kinds {kinds} need a count of at least 1 each in {keep}\n")
+        return 2
+    try:
+        latest = os.readlink(os.path.join(directory, "latest"))
+    except OSError:
+        latest = ""
+    plan = prune_plan(sets_in(directory, project), kinds, keep, project, os.path.basename(latest), protected)
+    for name, kind, kept in plan:
+        print(f"{name}\t{kind}\t{kept}")
+    return 0
+
+
 def cmd_snapshots(project):
     """Sets are tagged set=NAME and sha256=SHA by the push; anything else in the
     repository (another project, a snapshot made by hand) is left out."""
     snapshots = json.load(sys.stdin) or []
     # Whole names, as the scripts match them (project `shop` never takes `shop_x`'s sets).
-    own = re.compile(
-        re.escape(project)
-        + r"_(?:[0-9]{8}T[0-9]{6}Z_(?:daily|weekly|monthly|safety)|[0-6]-[A-Za-z]+)\.(?:pgdump|sql)\.(?:zst|gz)$"
-    )
+    own = set_name_pattern(project)
     rows = []
     for snap in snapshots:
         tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
@@ -173,9 +285,17 @@ def main(argv):
         "write": (cmd_write, 2),
         "get": (cmd_get, 2),
         "compare": (cmd_compare, 2),
+        "fields": (cmd_fields, 1),
         "snapshots": (cmd_snapshots, 1),
+        "kind": (cmd_kind, 3),
+        "prune": (cmd_prune, 4),
     }
-    if len(argv) < 2 or argv[1] not in commands or len(argv) - 2 != commands[argv[1]][1]:
+    # prune takes any number of protected names after its four arguments.
+    if (
+        len(argv) < 2
+        or argv[1] not in commands
+        or not (len(argv) - 2 == commands[argv[1]][1] or (argv[1] == "prune" and len(argv) - 2 > 4))
+    ):
         sys.stderr.write(__doc__)
         return 2
     function, _ = commands[argv[1]]

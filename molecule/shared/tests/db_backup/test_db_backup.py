@@ -1,6 +1,8 @@
 """The backup scripts against a real database server and Django project (both engines).
 
-The tests run in file order and share the server: each states what it starts from."""
+The tests share the server. Each sets up what it starts from (a backup of the database as it
+is now: the fresh_backup fixture), so that one can be run and read alone; each leaves the
+database as it found it."""
 
 import json
 import re
@@ -8,6 +10,7 @@ import time
 
 import pytest
 from conftest import BACKUPS, COMMANDS, DB_NAME, HOME, PASSWORD, files_holding, last_log_lines, quote, sample_ps_during
+from installed_code import DB_BACKUP, not_as_shipped, shellcheck_values
 
 
 def manifest(host, name):
@@ -18,14 +21,9 @@ def latest(host):
     return host.run(f"readlink {BACKUPS}/latest").stdout.strip()
 
 
-def test_rendered_scripts_are_shellcheck_clean(host):
-    # shellcheck follows `source` but reports nothing inside the sourced file, so
-    # the libraries are checked on their own too; there, variables they define
-    # for the scripts that source them (SC2034) are expected.
-    result = host.run(
-        f"cd {COMMANDS} && export LC_ALL=C.UTF-8 && shellcheck --external-sources *.sh"
-        " && shellcheck --external-sources --source-path=lib --exclude=SC2034 lib/*.sh"
-    )
+def test_the_code_is_the_repositorys_and_the_rendered_values_are_shellcheck_clean(host):
+    assert not_as_shipped(host, COMMANDS, DB_BACKUP) == []
+    result = shellcheck_values(host, COMMANDS, ["project.conf", "db.conf", "offsite.conf"])
     assert result.rc == 0, result.stdout + result.stderr
 
 
@@ -70,14 +68,33 @@ def test_backup_publishes_a_whole_checked_backup(host, variables, run):
     assert "finished in" in result.stderr
 
 
-def test_session_rows_are_left_out_but_the_table_is_kept(host, engine):
-    assert int(engine.sql("SELECT count(*) FROM django_session")) == 10
-    data = manifest(host, latest(host))
+@pytest.fixture
+def fresh_backup(host, run):
+    """A backup of the database as it is now, which latest points at: its name."""
+    result = run("backup_db.sh")
+    assert result.rc == 0, result.stderr
+    return latest(host)
+
+
+@pytest.fixture
+def sessions(engine):
+    """Live sessions in django_session (the seed has 10; a restore brings back none)."""
+    if int(engine.sql("SELECT count(*) FROM django_session")) == 0:
+        engine.sql(
+            "INSERT INTO django_session (session_key, session_data, expire_date) VALUES"
+            " ('standalone1', 'x', '2999-01-01 00:00:00'), ('standalone2', 'x', '2999-01-01 00:00:00')"
+        )
+    return int(engine.sql("SELECT count(*) FROM django_session"))
+
+
+def test_session_rows_are_left_out_but_the_table_is_kept(host, sessions, fresh_backup):
+    assert sessions > 0
+    data = manifest(host, fresh_backup)
     tables = {k.rsplit(".", 1)[-1]: v for k, v in data["tables"].items()}
     assert tables["django_session"] == 0
 
 
-def test_restore_brings_back_identical_rows(host, engine, run):
+def test_restore_brings_back_identical_rows(host, engine, run, fresh_backup):
     original = engine.sql(engine.checksum_sql)
     engine.sql(engine.damage_sql)
     assert engine.sql(engine.checksum_sql) != original
@@ -93,7 +110,7 @@ def media_tree(host):
     return host.run(f"cd {HOME}/media && find . -type f -print0 | sort -z | xargs -0 sha256sum").stdout
 
 
-def test_restore_with_media_brings_back_the_files_and_keeps_the_old_tree(host, run):
+def test_restore_with_media_brings_back_the_files_and_keeps_the_old_tree(host, run, fresh_backup):
     original = media_tree(host)
     host.run_expect([0], f"cd {HOME}/media && echo changed > a.txt && rm -f 'sub dir/with space'\\''s.txt'")
     assert media_tree(host) != original
@@ -105,7 +122,7 @@ def test_restore_with_media_brings_back_the_files_and_keeps_the_old_tree(host, r
     host.run_expect([0], f"rm -rf {HOME}/media.before-restore-*")
 
 
-def test_restore_keeps_the_backup_it_restores(host, run):
+def test_restore_keeps_the_backup_it_restores(host, run, fresh_backup):
     for _ in range(2):
         assert run("restore_db.sh", "--yes").rc == 0
     safety = re.compile(r"^shop_\d{8}T\d{6}Z_safety\.(pgdump|sql)\.(zst|gz)$")
@@ -119,7 +136,7 @@ def test_restore_keeps_the_backup_it_restores(host, run):
     assert run("restore_db.sh", "--yes").rc == 0
 
 
-def test_restore_refuses_a_user_who_could_not_recreate_the_database(host, engine, run):
+def test_restore_refuses_a_user_who_could_not_recreate_the_database(host, engine, run, fresh_backup):
     if engine.service != "postgresql":
         pytest.skip(
             "MariaDB has no CREATEDB: a user without the grant fails creating the work database, before the swap"
@@ -135,7 +152,7 @@ def test_restore_refuses_a_user_who_could_not_recreate_the_database(host, engine
     assert engine.sql(engine.checksum_sql) == before
 
 
-def test_restore_without_the_typed_name_changes_nothing(host, engine, run):
+def test_restore_without_the_typed_name_changes_nothing(host, engine, run, fresh_backup):
     engine.sql(engine.damage_sql)
     damaged = engine.sql(engine.checksum_sql)
     for answer in ("wrong", "", None):
@@ -147,7 +164,7 @@ def test_restore_without_the_typed_name_changes_nothing(host, engine, run):
     assert engine.sql(engine.checksum_sql) != damaged
 
 
-def test_verify_passes_on_a_good_backup(host, engine, run):
+def test_verify_passes_on_a_good_backup(host, engine, run, fresh_backup):
     result = run("verify_db.sh")
     assert result.rc == 0, result.stderr
     assert "as in the manifest" in result.stderr
@@ -155,9 +172,9 @@ def test_verify_passes_on_a_good_backup(host, engine, run):
 
 
 @pytest.fixture
-def copy_of_latest(host):
-    """A copy of the latest backup under another (older) name, with matching sidecars."""
-    name = latest(host)
+def copy_of_latest(host, fresh_backup):
+    """A copy of a fresh backup under another (older) name, with matching sidecars."""
+    name = fresh_backup
     copy = "shop_19990101T000000Z_daily." + name.split(".", 1)[1]
     media, copy_media = (n.split(".")[0] + ".media.tar." + n.rsplit(".", 1)[1] for n in (name, copy))
     host.run_expect(
@@ -330,9 +347,9 @@ def test_backup_directory_filling_up_while_archiving_media(host, run, backups_st
     assert_untouched(host, before, backups_state())
 
 
-def test_free_space_check_counts_the_media_archive(host, run, backups_state, small_backup_dir):
+def test_free_space_check_counts_the_media_archive(host, run, backups_state, fresh_backup, small_backup_dir):
     """A newest set whose media archive is 3 MB (sparse: it takes no room) needs 4.5 MB to back up again."""
-    name = latest(host)
+    name = fresh_backup
     newest = "shop_29991231T000000Z_daily." + name.split(".", 1)[1]
     media = newest.split(".")[0] + ".media.tar." + newest.rsplit(".", 1)[1]
     before = backups_state()

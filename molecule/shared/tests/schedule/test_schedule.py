@@ -30,6 +30,7 @@ from conftest import (
     team_run_since,
     wait_for,
 )
+from installed_code import SCHEDULE, not_as_shipped, shellcheck_values
 
 SCHEDULED = {
     "clear_sessions": "0 1 * * *",
@@ -76,11 +77,10 @@ def _skip_other_backend(request, backend):
 # --- what any backend must do ---------------------------------------------------
 
 
-def test_job_scripts_and_their_library_are_shellcheck_clean_as_rendered(host):
-    result = host.run(
-        f"cd {COMMANDS} && export LC_ALL=C.UTF-8 && shellcheck --external-sources clear_sessions.sh probe.sh"
-        " && shellcheck --external-sources --source-path=lib --exclude=SC2034 lib/jobs.sh"
-    )
+def test_the_job_code_is_the_repositorys_and_the_rendered_values_are_shellcheck_clean(host):
+    jobs = {f"{name}.sh": "roles/schedule/files/job.sh" for name in ("clear_sessions", "probe")}
+    assert not_as_shipped(host, COMMANDS, {**SCHEDULE, **jobs}) == []
+    result = shellcheck_values(host, COMMANDS, ["project.conf", "jobs.conf"])
     assert result.rc == 0, result.stdout + result.stderr
 
 

@@ -1,15 +1,18 @@
 # shellcheck shell=bash
-{{ ansible_managed | comment }}
-#
-# The library of the scheduled job scripts (commands/<job>.sh, written by
-# djangoops.maintenance.schedule): runs the job's command, logs each line it
+# djangoops.maintenance (role schedule): the library of the scheduled job
+# scripts, installed as commands/lib/jobs.sh. Each job script (lib/job.sh,
+# installed as commands/<job>.sh) runs the job's command, logs each line it
 # prints to logs/<job>.log with a timestamp, pings and writes metrics through
-# common.sh, and exits 12 when the command fails.
-source {{ (__schedule_lib_dir ~ '/common.sh') | quote }}
+# common.sh, and exits 12 when the command fails. A static file, the same for
+# every project: the values (the project's paths, each job's command, container
+# and health check) are in lib/jobs.conf, rendered by the role.
 
-SRC_DIR={{ project_src_dir | quote }}
-VENV_DIR={{ project_venv_dir | quote }}
-export DJANGO_SETTINGS_MODULE={{ project_settings_module | quote }}
+# shellcheck source=roles/project/files/common.sh
+source "$LIB_DIR/common.sh"
+# shellcheck source=/dev/null
+source "$LIB_DIR/jobs.conf"
+export DJANGO_SETTINGS_MODULE
+HEALTHCHECK_URL=${JOB_HEALTHCHECK_URL[$SCRIPT_NAME]-}
 
 # venv_first_on_path: the virtualenv first on PATH, and there once: the
 # scheduler's PATH (schedule_path) may hold it already.
@@ -53,4 +56,12 @@ run_job() {
   rc=${PIPESTATUS[0]}
   errors_fatal
   ((rc == 0)) || die "$EXIT_COMMAND_FAILED" "the command failed with exit code $rc (its output is above, in $LOG_FILE)"
+}
+
+# run_named_job: the job the script was installed as (SCRIPT_NAME), as
+# lib/jobs.conf describes it.
+run_named_job() {
+  [[ -v "JOB_COMMAND[$SCRIPT_NAME]" ]] ||
+    die "$EXIT_CONFIG" "$SCRIPT_NAME is not a job of $LIB_DIR/jobs.conf (schedule_jobs)"
+  run_job "${JOB_CONTAINER[$SCRIPT_NAME]-}" "${JOB_COMMAND[$SCRIPT_NAME]}"
 }

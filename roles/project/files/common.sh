@@ -1,19 +1,16 @@
-#jinja2: comment_start_string:'{##', comment_end_string:'##}'
 # shellcheck shell=bash
-{{ ansible_managed | comment }}
-#
-# The library every maintenance script in {{ project_commands_dir }} sources:
-# logging with timestamps, timing, exit codes, a lock, clean-up on exit,
-# health-check pings and Prometheus textfile metrics. A script sets
-# SCRIPT_NAME (and optionally HEALTHCHECK_URL) before sourcing it.
+# djangoops.maintenance (role project): the library every maintenance script in
+# a project's commands/ sources, from commands/lib/common.sh: logging with
+# timestamps, timing, exit codes, a lock, clean-up on exit, health-check pings
+# and Prometheus textfile metrics. A static file, the same for every project:
+# the project's values are in lib/project.conf, rendered by the role. The
+# script that sources it sets LIB_DIR (the directory of this file) and
+# SCRIPT_NAME, and may set HEALTHCHECK_URL.
 
-PROJECT_NAME={{ project_name | quote }}
-PROJECT_USER={{ project_user | quote }}
-PROJECT_HOME={{ project_home | quote }}
-COMMANDS_DIR={{ project_commands_dir | quote }}
-BACKUPS_DIR={{ project_backups_dir | quote }}
-LOGS_DIR={{ project_logs_dir | quote }}
-METRICS_DIR={{ project_metrics_dir | quote }}
+: "${LIB_DIR:?LIB_DIR must be set before sourcing common.sh}"
+# PROJECT_NAME PROJECT_USER PROJECT_HOME COMMANDS_DIR BACKUPS_DIR LOGS_DIR METRICS_DIR
+# shellcheck source=/dev/null
+source "$LIB_DIR/project.conf"
 
 # Exit codes, the same for every script (README: "Exit codes").
 readonly EXIT_OK=0

@@ -1,14 +1,14 @@
+# shellcheck shell=bash
+# djangoops.maintenance (role db_backup): commands/lib/engine_postgresql.sh, the engine_*
+# functions of lib/db.sh for PostgreSQL, which sources this file when DB_ENGINE is postgresql.
 # --- engine: PostgreSQL ------------------------------------------------------------
 # Connection parameters travel in PG* environment variables (exact, no quoting
 # rules) and the password in a pgpass file: nothing secret on a command line.
 
-{% if db_backup_credentials_source == 'django' %}
-# The Django ENGINE values these scripts accept.
+# The Django ENGINE values these scripts accept (CREDENTIALS_SOURCE=django).
 ENGINE_DJANGO_PATTERN='\.(postgresql(_psycopg2)?|postgis)$'
-{% endif %}
 
 ENGINE_DUMP_NAME=pg_dump
-PG_MAINTENANCE_DB={{ db_backup_postgresql_maintenance_database | quote }}
 
 # pgpass line for any host/port/database/user: ':' and '\' are escaped.
 engine_write_client_file() {

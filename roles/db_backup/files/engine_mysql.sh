@@ -1,12 +1,14 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2016 # backquoted identifiers are literal on purpose
+# djangoops.maintenance (role db_backup): commands/lib/engine_mysql.sh, the engine_*
+# functions of lib/db.sh for MySQL/MariaDB, which sources this file when DB_ENGINE is mysql.
 # --- engine: MySQL / MariaDB ---------------------------------------------------------
 # Host, port, user and password travel in an option file given with
 # --defaults-extra-file; only the database name is an argument. Sessions use
 # utf8mb4 throughout, so non-ASCII names and passwords arrive as they are.
 
-{% if db_backup_credentials_source == 'django' %}
-# The Django ENGINE values these scripts accept.
+# The Django ENGINE values these scripts accept (CREDENTIALS_SOURCE=django).
 ENGINE_DJANGO_PATTERN='\.mysql$'
-{% endif %}
 MYSQL_CLIENT=$(command -v mariadb || command -v mysql || true)
 MYSQL_DUMP=$(command -v mariadb-dump || command -v mysqldump || true)
 ENGINE_DUMP_NAME=${MYSQL_DUMP##*/}

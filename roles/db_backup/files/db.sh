@@ -1,42 +1,20 @@
-#jinja2: comment_start_string:'{##', comment_end_string:'##}'
 # shellcheck shell=bash
-# shellcheck disable=SC2016 # rendered values and psql's :"var" are literal on purpose
-{{ ansible_managed | comment }}
-#
-# The database backup library of {{ project_name }}: backup, restore, verify and
-# list for {{ db_backup_engine }}. Sourced by backup_db.sh, restore_db.sh,
-# verify_db.sh and list_db_backups.sh; only the engine_* functions differ
-# between PostgreSQL and MySQL/MariaDB.
+# shellcheck disable=SC2016 # psql's :"var" and the Python below are literal on purpose
+# djangoops.maintenance (role db_backup): the database library, installed as
+# commands/lib/db.sh: backup, restore, verify, list and the off-site commands
+# for PostgreSQL and MySQL/MariaDB. A static file, the same for every project:
+# the project's values are in lib/db.conf (and lib/offsite.conf), rendered by
+# the role; the engine's functions are lib/engine_<engine>.sh, chosen here from
+# DB_ENGINE; the credentials source (vars or django) is chosen the same way.
+# Sourced by the command scripts (lib/db_command.sh, installed under each
+# command's name), which set LIB_DIR and SCRIPT_NAME first.
 
-source {{ (__db_backup_lib_dir ~ '/common.sh') | quote }}
-
-DB_ENGINE={{ db_backup_engine | quote }}
-{% if db_backup_credentials_source == 'vars' %}
-CLIENT_FILE={{ __db_backup_client_file | quote }}
-DB_NAME={{ db_backup_database_name | quote }}
-DB_USER={{ db_backup_database_user | quote }}
-DB_HOST={{ db_backup_database_host | quote }}
-DB_PORT={{ db_backup_database_port | string | quote }}
-{% else %}
-DJANGO_PYTHON={{ (project_venv_dir ~ '/bin/python') | quote }}
-DJANGO_SRC_DIR={{ project_src_dir | quote }}
-DJANGO_SETTINGS={{ project_settings_module | quote }}
-DJANGO_DB_ALIAS={{ db_backup_django_database_alias | quote }}
-{% endif %}
-EXCLUDED_TABLE_DATA=({% for table in db_backup_excluded_table_data %}{{ table | quote }}{{ ' ' if not loop.last }}{% endfor %})
-POSTGRESQL_FORMAT={{ db_backup_postgresql_format | quote }}
-COMPRESSION={{ db_backup_compression | quote }}
-ZSTD_LEVEL={{ db_backup_zstd_level | int }}
-THREADS={{ db_backup_threads | int }}
-ROTATION={{ db_backup_rotation | quote }}
-declare -A KEEP=([daily]={{ db_backup_keep_daily | int }} [weekly]={{ db_backup_keep_weekly | int }} [monthly]={{ db_backup_keep_monthly | int }} [safety]={{ db_backup_keep_safety | int }})
-MIN_FREE_MB={{ db_backup_min_free_mb | int }}
-LOCK_WAIT={{ db_backup_lock_wait_seconds | int }}
-# How long a restore or verify waits on another session's database lock.
-DB_LOCK_TIMEOUT={{ db_backup_database_lock_timeout_seconds | int }}
-RESTORE_JOBS={{ db_backup_restore_jobs | int }}
-MEDIA_DIR={{ db_backup_media_dir | quote }}
-MANIFEST_TOOL={{ (__db_backup_lib_dir ~ '/backup_manifest.py') | quote }}
+# shellcheck source=roles/project/files/common.sh
+source "$LIB_DIR/common.sh"
+# shellcheck source=/dev/null
+source "$LIB_DIR/db.conf"
+HEALTHCHECK_URL=${HEALTHCHECK_URLS[$SCRIPT_NAME]-}
+MANIFEST_TOOL="$LIB_DIR/backup_manifest.py"
 LOCK_FILE="$BACKUPS_DIR/.lock"
 # Held by whatever talks to the off-site repositories and changes them.
 OFFSITE_LOCK_FILE="$BACKUPS_DIR/.offsite.lock"
@@ -62,15 +40,22 @@ DUMP_DB=""
 declare -a PROTECTED=()
 
 # Off-site copies: the repositories (offsite.conf) and the code (offsite.sh).
-source {{ (__db_backup_lib_dir ~ '/offsite.conf') | quote }}
-source {{ (__db_backup_lib_dir ~ '/offsite.sh') | quote }}
+# shellcheck source=/dev/null
+source "$LIB_DIR/offsite.conf"
+# shellcheck source=roles/db_backup/files/offsite.sh
+source "$LIB_DIR/offsite.sh"
 
-{% include 'engine_' ~ db_backup_engine ~ '.sh.j2' %}
+case $DB_ENGINE in
+  postgresql | mysql) ;;
+  *) die "$EXIT_CONFIG" "DB_ENGINE in $LIB_DIR/db.conf is '$DB_ENGINE', not postgresql or mysql" ;;
+esac
+# shellcheck source=roles/db_backup/files/engine_postgresql.sh
+source "$LIB_DIR/engine_$DB_ENGINE.sh"
 
 # --- credentials ------------------------------------------------------------------
 
-{% if db_backup_credentials_source == 'django' %}
-# One Python start-up reads ENGINE NAME USER PASSWORD HOST PORT, NUL-separated;
+# Credentials from Django's settings (CREDENTIALS_SOURCE=django): one Python
+# start-up reads ENGINE NAME USER PASSWORD HOST PORT, NUL-separated;
 # only the settings module is imported (no django.setup()). The password stays
 # in this shell and in the 0600 client file of this run's private directory.
 read -r -d '' READ_SETTINGS_PY <<'PY' || true
@@ -85,7 +70,7 @@ keys = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")
 sys.stdout.write("".join(f"{'' if db.get(k) is None else db.get(k)}\0" for k in keys))
 PY
 
-load_credentials() {
+load_credentials_from_django() {
   local started=$EPOCHREALTIME fields=()
   [[ -x $DJANGO_PYTHON ]] || die "$EXIT_CONFIG" "no Python at $DJANGO_PYTHON (project_venv_dir)"
   [[ -d $DJANGO_SRC_DIR ]] || die "$EXIT_CONFIG" "no Django project at $DJANGO_SRC_DIR (project_src_dir)"
@@ -103,14 +88,22 @@ load_credentials() {
   engine_connection_setup
   info "database \"$DB_NAME\" as \"$DB_USER\" from $DJANGO_SETTINGS, read in $(elapsed "$started") s"
 }
-{% else %}
-load_credentials() {
+
+# Credentials from the role's client file (CREDENTIALS_SOURCE=vars).
+load_credentials_from_file() {
   [[ -r $CLIENT_FILE ]] || die "$EXIT_CONFIG" "the credentials file $CLIENT_FILE is missing or unreadable"
   CONN_FILE=$CLIENT_FILE
   engine_connection_setup
   info "database \"$DB_NAME\" as \"$DB_USER\" from $CLIENT_FILE"
 }
-{% endif %}
+
+load_credentials() {
+  case $CREDENTIALS_SOURCE in
+    django) load_credentials_from_django ;;
+    vars) load_credentials_from_file ;;
+    *) die "$EXIT_CONFIG" "CREDENTIALS_SOURCE in $LIB_DIR/db.conf is '$CREDENTIALS_SOURCE', not vars or django" ;;
+  esac
+}
 
 # --- files ---------------------------------------------------------------------------
 
@@ -188,19 +181,10 @@ stamp_of() {
   fi
 }
 
-# The first backup of a month is monthly, the first of an ISO week weekly.
+# The kind of a backup taken at STAMP (monthly, weekly or daily): decided by
+# backup_manifest.py, where tests/unit/roles tries the rule on any calendar.
 gfs_kind() {
-  local stamp=$1 name s month_seen=0 week_seen=0 week
-  week=$(date -u -d "${stamp:0:8}" +%G%V)
-  while read -r name; do
-    [[ -n $name ]] || continue
-    [[ $(kind_of "$name") == safety ]] && continue
-    s=$(stamp_of "$name")
-    [[ -n $s ]] || continue
-    [[ ${s:0:6} == "${stamp:0:6}" ]] && month_seen=1
-    [[ $(date -u -d "${s:0:8}" +%G%V) == "$week" ]] && week_seen=1
-  done < <(list_backups)
-  if ((!month_seen)); then printf monthly; elif ((!week_seen)); then printf weekly; else printf daily; fi
+  python3 "$MANIFEST_TOOL" kind "$BACKUPS_DIR" "$PROJECT_NAME" "$1"
 }
 
 # resolve_backup NAME|PATH|latest -> full path of a published backup.
@@ -229,17 +213,36 @@ check_backup() {
   if [[ -f $media ]]; then
     test_compression "$media" || die "$EXIT_BAD_BACKUP" "${media##*/} fails its compression check: the file is damaged"
   fi
-  local owner engine
-  if ! owner=$(manifest_get "$path" project) || ! engine=$(manifest_get "$path" engine); then
-    die "$EXIT_BAD_BACKUP" "the manifest of $name cannot be read"
-  fi
+  load_manifest "$path" || die "$EXIT_BAD_BACKUP" "the manifest of $name cannot be read"
+  local owner=${MANIFEST[project]-} engine=${MANIFEST[engine]-}
   [[ $owner == "$PROJECT_NAME" && $engine == "$DB_ENGINE" ]] ||
     die "$EXIT_BAD_BACKUP" "$name belongs to project '$owner' ($engine), not $PROJECT_NAME ($DB_ENGINE); refusing to use it"
   info "checked $name: sha256 and compression are good"
 }
 
-# manifest_get BACKUP_PATH KEY
-manifest_get() { python3 "$MANIFEST_TOOL" get "$1.manifest.json" "$2"; }
+# load_manifest BACKUP_PATH: every field of the backup's manifest into MANIFEST,
+# in one call (in this shell, not a subshell, so that later reads are free).
+declare -A MANIFEST=()
+MANIFEST_OF=""
+load_manifest() {
+  local key value fields
+  MANIFEST=()
+  MANIFEST_OF=""
+  fields="$RUN_DIR/manifest.fields"
+  python3 "$MANIFEST_TOOL" fields "$1.manifest.json" >"$fields" || return
+  while IFS= read -r -d '' key && IFS= read -r -d '' value; do
+    MANIFEST[$key]=$value
+  done <"$fields"
+  MANIFEST_OF=$1
+}
+
+# manifest_get BACKUP_PATH KEY: from MANIFEST when it holds that backup's.
+manifest_get() {
+  if [[ $MANIFEST_OF != "$1" ]]; then
+    load_manifest "$1" || return
+  fi
+  printf '%s' "${MANIFEST[$2]-}"
+}
 
 # NAME of a dump -> name of the media archive of the same set.
 media_name_of() {
@@ -347,7 +350,7 @@ backup_now() {
     name="${PROJECT_NAME}_$(date +%w-%A).$(backup_extension)"
     kind=weekday
   else
-    kind=$(gfs_kind "$stamp")
+    kind=$(gfs_kind "$stamp") || die "$EXIT_INTERNAL" "could not work out the kind of the new backup; nothing was dumped"
     name="${PROJECT_NAME}_${stamp}_${kind}.$(backup_extension)"
   fi
   partial="$BACKUPS_DIR/.$name.partial"
@@ -430,22 +433,22 @@ point_latest_at() {
 }
 
 # Retention runs only after a backup was published: never the newest backup,
-# never the one latest points at.
+# never the one latest points at, never one in PROTECTED (what a restore
+# restores from). backup_manifest.py decides what goes (tests/unit/roles).
 prune() {
-  local kinds=("$@") kind name keep latest n
-  latest=$(readlink -- "$BACKUPS_DIR/latest" 2>/dev/null || true)
-  for kind in "${kinds[@]}"; do
-    keep=${KEEP[$kind]}
-    n=0
-    while read -r name; do
-      [[ -n $name && $(kind_of "$name") == "$kind" ]] || continue
-      n=$((n + 1))
-      ((n > keep)) || continue
-      [[ $name == "$latest" || " ${PROTECTED[*]} " == *" $name "* ]] && continue
-      info "retention: removing $name ($kind, keeping $keep)"
-      remove_backup "$name"
-    done < <(list_backups)
-  done
+  local kinds plan name kind kept
+  kinds=$(IFS=,; printf '%s' "$*")
+  if ! plan=$(python3 "$MANIFEST_TOOL" prune "$BACKUPS_DIR" "$PROJECT_NAME" "$kinds" \
+    "daily=${KEEP[daily]},weekly=${KEEP[weekly]},monthly=${KEEP[monthly]},safety=${KEEP[safety]}" \
+    ${PROTECTED[@]+"${PROTECTED[@]}"}); then
+    warn "retention: could not work out what to remove; nothing was removed"
+    return 0
+  fi
+  while IFS=$'\t' read -r name kind kept; do
+    [[ -n $name ]] || continue
+    info "retention: removing $name ($kind, keeping $kept)"
+    remove_backup "$name"
+  done <<<"$plan"
 }
 
 main_backup() {
@@ -909,4 +912,18 @@ main_list() {
     fi
   fi
   ((bad == 0)) || exit "$EXIT_BAD_BACKUP"
+}
+
+# db_command ARGS...: the command the script was installed as (SCRIPT_NAME).
+db_command() {
+  case $SCRIPT_NAME in
+    backup_db) main_backup "$@" ;;
+    restore_db) main_restore "$@" ;;
+    verify_db) main_verify "$@" ;;
+    list_db_backups) main_list "$@" ;;
+    push_db_backups) main_push "$@" ;;
+    fetch_db_backup) main_fetch "$@" ;;
+    check_offsite) main_check_offsite "$@" ;;
+    *) die "$EXIT_USAGE" "$SCRIPT_NAME is not one of the database commands (backup_db.sh, restore_db.sh, verify_db.sh, list_db_backups.sh, push_db_backups.sh, fetch_db_backup.sh, check_offsite.sh)" ;;
+  esac
 }

@@ -1,0 +1,199 @@
+"""The backup scripts' decisions, made by backup_manifest.py: the kind of a new backup (GFS:
+monthly, weekly, daily) and what retention removes. Calendars a container test cannot reach
+(ISO week 53, the turn of a year, a month that starts mid-week) are tried here."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# retention_mutations.py points this at broken copies, to show that each rule's test fails.
+SHIPPED = Path(__file__).resolve().parents[3] / "roles/db_backup/files/backup_manifest.py"
+TOOL = Path(os.environ.get("BACKUP_MANIFEST_TOOL") or SHIPPED)
+_spec = importlib.util.spec_from_file_location("backup_manifest", TOOL)
+manifest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(manifest)
+
+KEEP = {"daily": 3, "weekly": 2, "monthly": 2, "safety": 2}
+
+
+def name(stamp, kind, project="shop", ext="pgdump.zst"):
+    return f"{project}_{stamp}_{kind}.{ext}"
+
+
+def history(*pairs):
+    """Set names from (stamp, kind) pairs, newest first as the scripts list them."""
+    return sorted((name(stamp, kind) for stamp, kind in pairs), reverse=True)
+
+
+def kind(stamp, *pairs):
+    return manifest.gfs_kind(stamp, history(*pairs), "shop")
+
+
+# --- the kind of a new backup -------------------------------------------------------------
+
+
+def test_the_first_backup_ever_is_monthly():
+    assert kind("20261130T020000Z") == "monthly"
+
+
+def test_several_backups_in_one_day_the_first_keeps_the_month():
+    first = ("20261103T020000Z", "monthly")
+    assert kind("20261103T120000Z", first) == "daily"
+    assert kind("20261103T180000Z", first, ("20261103T120000Z", "daily")) == "daily"
+
+
+def test_the_first_backup_of_a_new_iso_week_is_weekly():
+    # Sunday 8 November 2026 ends ISO week 45; Monday the 9th starts week 46.
+    month = ("20261102T020000Z", "monthly")
+    assert kind("20261108T020000Z", month) == "daily"
+    assert kind("20261109T020000Z", month, ("20261108T020000Z", "daily")) == "weekly"
+
+
+def test_31_december_then_1_january_is_a_new_month():
+    # Both days are in ISO week 53 of 2026: only the month (and year) changed.
+    december = ("20261201T020000Z", "monthly"), ("20261231T020000Z", "daily")
+    assert kind("20270101T020000Z", *december) == "monthly"
+
+
+def test_the_same_month_a_year_later_is_a_new_month():
+    assert kind("20261103T020000Z", ("20251101T020000Z", "monthly"), ("20251130T020000Z", "daily")) == "monthly"
+
+
+def test_iso_week_53_then_week_1_is_a_new_week():
+    # 2026 has 53 ISO weeks: Monday 28 December 2026 to Sunday 3 January 2027.
+    # Monday 4 January 2027 starts week 1 of 2027, in a month already begun.
+    seen = ("20261228T020000Z", "weekly"), ("20270101T020000Z", "monthly"), ("20270103T020000Z", "daily")
+    assert kind("20270104T020000Z", *seen) == "weekly"
+    # Week 1 of another year is not the same week.
+    assert kind("20270104T020000Z", ("20260101T020000Z", "weekly"), ("20270101T020000Z", "monthly")) == "weekly"
+
+
+def test_a_month_that_starts_mid_week_keeps_the_week_it_started_in():
+    # Wednesday 1 July 2026: monthly, in ISO week 27, which began on Monday 29 June.
+    june = ("20260601T020000Z", "monthly"), ("20260629T020000Z", "weekly")
+    assert kind("20260701T020000Z", *june) == "monthly"
+    july = (*june, ("20260701T020000Z", "monthly"))
+    assert kind("20260702T020000Z", *july) == "daily"
+    assert kind("20260706T020000Z", *july, ("20260702T020000Z", "daily")) == "weekly"
+
+
+def test_safety_backups_and_weekday_files_count_for_no_month_or_week():
+    names = [name("20261103T020000Z", "safety"), "shop_2-Tuesday.pgdump.zst"]
+    assert manifest.gfs_kind("20261103T030000Z", names, "shop") == "monthly"
+
+
+def test_another_projects_sets_count_for_nothing():
+    names = [name("20261102T020000Z", "monthly", "shop_x"), name("20261102T020000Z", "monthly", "shopping")]
+    assert manifest.gfs_kind("20261103T020000Z", names, "shop") == "monthly"
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def removed(names, kinds=("daily", "weekly", "monthly"), latest="", protected=()):
+    return [n for n, _, _ in manifest.prune_plan(sorted(names, reverse=True), kinds, KEEP, "shop", latest, protected)]
+
+
+def test_monthly_weekly_and_daily_limits_reached_together():
+    months = [name(f"2026{m:02d}01T020000Z", "monthly") for m in range(7, 12)]  # 5, keep 2
+    weeks = [name(f"202611{d:02d}T020000Z", "weekly") for d in (9, 16, 23)]  # 3, keep 2
+    days = [name(f"202611{d:02d}T020000Z", "daily") for d in range(24, 29)]  # 5, keep 3
+    names = sorted(months + weeks + days, reverse=True)
+    plan = manifest.prune_plan(names, ("daily", "weekly", "monthly"), KEEP, "shop")
+    assert plan == [
+        (name("20261125T020000Z", "daily"), "daily", 3),
+        (name("20261124T020000Z", "daily"), "daily", 3),
+        (name("20261109T020000Z", "weekly"), "weekly", 2),
+        (name("20260901T020000Z", "monthly"), "monthly", 2),
+        (name("20260801T020000Z", "monthly"), "monthly", 2),
+        (name("20260701T020000Z", "monthly"), "monthly", 2),
+    ]
+
+
+def test_under_the_limits_nothing_goes():
+    assert removed([name("20261101T020000Z", "monthly"), name("20261102T020000Z", "daily")]) == []
+
+
+def test_a_backup_pruning_leaves_safety_backups_alone_and_a_restore_only_those():
+    names = [name(f"202611{d:02d}T020000Z", "daily") for d in range(1, 6)] + [
+        name(f"202611{d:02d}T030000Z", "safety") for d in range(1, 5)
+    ]
+    assert all("daily" in n for n in removed(names))
+    assert removed(names, ("safety",)) == [name("20261102T030000Z", "safety"), name("20261101T030000Z", "safety")]
+
+
+def test_the_safety_backup_being_restored_is_never_pruned():
+    # Restoring the oldest safety backup: the restore takes a new one, then prunes.
+    safeties = [name(f"202611{d:02d}T030000Z", "safety") for d in range(1, 5)]
+    restoring = safeties[0]
+    assert removed(safeties, ("safety",), protected=(restoring,)) == [name("20261102T030000Z", "safety")]
+
+
+def test_the_set_latest_points_at_is_never_pruned():
+    # A clock set back made the newest set sort oldest; latest still points at it.
+    days = [name(f"202611{d:02d}T020000Z", "daily") for d in range(1, 6)]
+    assert removed(days, ("daily",), latest=days[0]) == [days[1]]
+
+
+def test_weekday_files_are_never_pruned():
+    weekday = [f"shop_{d}-{n}.pgdump.zst" for d, n in enumerate(["Sunday", "Monday", "Tuesday", "Wednesday"])]
+    assert removed(weekday, ("daily", "weekly", "monthly", "safety")) == []
+
+
+# --- the command line, on a directory --------------------------------------------------------
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, check=False)
+
+
+def touch(directory, *names):
+    for n in names:
+        (directory / n).write_text("x")
+
+
+def test_prune_on_a_directory_shared_with_another_project(tmp_path):
+    ours = [name(f"202611{d:02d}T020000Z", "daily") for d in range(1, 6)]
+    theirs = [name(f"202611{d:02d}T020000Z", "daily", "shop_x") for d in range(1, 6)]
+    touch(tmp_path, *ours, *theirs, f"{ours[0]}.sha256", f".{ours[4]}.partial")
+    os.symlink(ours[0], tmp_path / "latest")
+    result = run("prune", tmp_path, "shop", "daily,weekly,monthly", "daily=3,weekly=2,monthly=2,safety=2")
+    assert result.returncode == 0, result.stderr
+    # The oldest, but latest points at it; then the next oldest.
+    assert result.stdout.splitlines() == [f"{ours[1]}\tdaily\t3"]
+
+
+def test_prune_keeps_protected_names_given_on_the_command_line(tmp_path):
+    safeties = [name(f"202611{d:02d}T030000Z", "safety") for d in range(1, 5)]
+    touch(tmp_path, *safeties)
+    result = run("prune", tmp_path, "shop", "safety", "daily=3,weekly=2,monthly=2,safety=2", safeties[1])
+    assert result.stdout.splitlines() == [f"{safeties[0]}\tsafety\t2"]
+
+
+def test_prune_refuses_a_count_below_one(tmp_path):
+    result = run("prune", tmp_path, "shop", "daily", "daily=0,weekly=2,monthly=2,safety=2")
+    assert result.returncode == 2 and "at least 1" in result.stderr
+    assert result.stdout == ""
+
+
+def test_kind_on_a_directory(tmp_path):
+    touch(tmp_path, name("20261101T020000Z", "monthly"), name("20261201T020000Z", "monthly", "shop_x"))
+    assert run("kind", tmp_path, "shop", "20261102T020000Z").stdout == "weekly\n"  # Monday 2 November
+    assert run("kind", tmp_path, "shop", "20261201T020000Z").stdout == "monthly\n"
+
+
+@pytest.mark.parametrize("value", ["plain", "ünïcode 'q' \"d\" $HOME\ttab\nline", 12, 1.5, ["a", "b"], {"t": 1}])
+def test_fields_returns_every_value_in_one_call(tmp_path, value):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"project": "shop", "value": value}, ensure_ascii=False), encoding="utf-8")
+    result = subprocess.run([sys.executable, str(TOOL), "fields", str(path)], capture_output=True, check=True)
+    parts = result.stdout.split(b"\0")
+    assert parts[-1] == b""
+    fields = dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
+    expected = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    assert fields == {b"project": b"shop", b"value": expected.encode()}
