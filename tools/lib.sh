@@ -12,7 +12,7 @@ declare -A PLATFORM_SUITES=([debian12]=bookworm [debian13]=trixie)
 # Bump when the way base images are made changes, to rebuild them.
 BASE_RECIPE=1
 INPUTS_LABEL=org.djangoops.inputs
-# The programs the scenarios start on the test servers (molecule/shared/), baked
+# The programs the scenarios start on the test servers (molecule/shared/fixtures/listeners/), baked
 # into the server image with the Django project.
 FIXTURE_PROGRAMS=(hc_listener.py logging_smtp_sink.py logging_sentry_sink.py)
 
@@ -253,15 +253,15 @@ host_ca_bundle() {
 # The server image: what a real server has (python3, sudo, cron, systemd as PID 1).
 build_server_image() {
   local platform=$1 base="$IMAGE_PREFIX/base:$1" tag="$IMAGE_PREFIX/server:$1"
-  local dir="$ROOT/molecule/shared/image" ca want ctx
+  local dir="$ROOT/molecule/shared/testbed/image" ca want ctx
   ca=$(host_ca_bundle)
   ctx=$(mktemp -d "$CACHE/context.XXXXXX")
   cp "$dir/Dockerfile" "$ctx/"
   cp "$ca" "$ctx/host-ca.crt"
   # The fixtures every scenario deploys or starts, in /opt/djangoops-test.
   mkdir -p "$ctx/fixtures/bin"
-  cp -R "$ROOT/molecule/shared/django_project/shop" "$ctx/fixtures/shop"
-  cp "${FIXTURE_PROGRAMS[@]/#/$ROOT/molecule/shared/}" "$ctx/fixtures/bin/"
+  cp -R "$ROOT/molecule/shared/fixtures/django_project/shop" "$ctx/fixtures/shop"
+  cp "${FIXTURE_PROGRAMS[@]/#/$ROOT/molecule/shared/fixtures/listeners/}" "$ctx/fixtures/bin/"
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
   want=$({
     docker image inspect -f '{{.Id}}' "$base"

@@ -26,7 +26,7 @@ ALARM = re.compile(r"(?<![A-Za-z])(CRITICAL|ERROR|FAILED)(?![A-Za-z])")
 ALLOWED = [
     (
         r"FAILED - RETRYING: \[django_logging-debian1[23]\]: Wait for the site to answer \(\d+ retries left\)\.",
-        "molecule/shared/prepare_logging.yml polls gunicorn, just started, until it answers; "
+        "molecule/shared/playbooks/prepare_logging.yml polls gunicorn, just started, until it answers; "
         "each poll that finds it still starting prints this",
     ),
 ]

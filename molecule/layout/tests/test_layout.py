@@ -3,12 +3,9 @@
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared/tests"))
 from bare_inventory import apply_role, apply_role_cases, bare_inventory
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]

@@ -267,7 +267,7 @@ def test_the_controller_prunes_with_its_own_key(host, restic):
     result = playbook(
         "playbooks/offsite_prune.yml",
         "-e",
-        "@molecule/shared/vars/backup.yml",
+        "@molecule/shared/playbooks/vars/backup.yml",
         "-e",
         f"target={hostname}",
         "-e",

@@ -118,8 +118,8 @@ def test_disaster_drill(tmp_path):
     )
     started = time.monotonic()
     recover = playbook(
-        "playbooks/recover.yml", "-e", f"target={SERVER}", "-e", "@molecule/shared/vars/backup.yml", "-e", f"@{extra}",
-        inventory=inventory,
+        "playbooks/recover.yml", "-e", f"target={SERVER}", "-e", "@molecule/shared/playbooks/vars/backup.yml",
+        "-e", f"@{extra}", inventory=inventory,
     )  # fmt: skip
     assert recover.returncode == 0, recover.stdout[-4000:]
     # The site (restarting every second while its database was missing) gets

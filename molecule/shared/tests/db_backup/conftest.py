@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-VARS = yaml.safe_load((ROOT / "molecule/shared/vars/backup.yml").read_text())
+VARS = yaml.safe_load((ROOT / "molecule/shared/playbooks/vars/backup.yml").read_text())
 HOME = "/home/shop"
 COMMANDS = f"{HOME}/commands"
 BACKUPS = f"{HOME}/db_backups"

@@ -1,7 +1,7 @@
 """The code as static files and the values as rendered ones: what a server holds after a
 converge, whether it was fresh or had the previous version (the backup_postgresql scenario
 converges its servers with the last version whose scripts were templates first, and backs
-up with it: molecule/shared/tasks/previous_version.yml)."""
+up with it: molecule/shared/playbooks/tasks/previous_version.yml)."""
 
 import re
 

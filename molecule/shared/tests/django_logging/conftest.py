@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
-VARS = yaml.safe_load((ROOT / "molecule/shared/vars/logging.yml").read_text())
+VARS = yaml.safe_load((ROOT / "molecule/shared/playbooks/vars/logging.yml").read_text())
 HOME = "/home/shop"
 LOGS = f"{HOME}/logs"
 JSON_LOG = f"{LOGS}/django.json.log"

@@ -26,7 +26,7 @@ MAILS = "/var/spool/test-mail"
 TEAM_ENV = "/var/lib/acme/env"
 # The project user's crontab as the site's team keeps it (prepare_schedule.yml
 # writes it; on upgraded hosts below the first version's lines).
-VARS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule/shared/vars/schedule.yml"
+VARS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule/shared/playbooks/vars/schedule.yml"
 TEAM_CRONTAB = yaml.safe_load(VARS.read_text())["test_team_crontab"]
 
 

@@ -4,13 +4,9 @@ own crontab, which no run of the role may change."""
 
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bare_inventory import apply_role, apply_role_cases
 from conftest import (
     COMMANDS,
@@ -368,7 +364,7 @@ def apply_schedule(hostname, backend):
             hostname,
             "-e",
             f"schedule_backend={backend}",
-            "molecule/shared/converge_schedule.yml",
+            "molecule/shared/playbooks/converge_schedule.yml",
         ],
         capture_output=True,
         text=True,
