@@ -14,6 +14,9 @@
                           SET<TAB>SHA256<TAB>SNAPSHOT_ID<TAB>TIME<TAB>PATH...
   kind DIR PROJECT STAMP  the kind of a new backup taken at STAMP (YYYYmmddTHHMMSSZ, UTC)
                           among PROJECT's sets in DIR: monthly, weekly or daily
+  name DIR PROJECT EXTENSION ROTATION STAMP [safety]
+                          the name and kind of a new set: NAME<TAB>KIND (ROTATION gfs or
+                          weekday; a safety backup, taken by a restore, says so)
   prune DIR PROJECT KINDS KEEP [PROTECTED...]
                           the sets of PROJECT in DIR that retention removes, one per line:
                           NAME<TAB>KIND<TAB>KEPT. KINDS: "daily,weekly,monthly" or "safety";
@@ -39,6 +42,7 @@ import json
 import os
 import re
 import sys
+import time
 
 KINDS = ("daily", "weekly", "monthly", "safety")
 
@@ -223,6 +227,19 @@ def gfs_kind(stamp, names, project):
     return "daily" if week_seen else "weekly"
 
 
+def new_set_name(stamp, names, project, extension, rotation, safety=False, now=None):
+    """(name, kind) of a set taken at STAMP: PROJECT_STAMP_KIND.EXTENSION, or with the
+    weekday rotation PROJECT_D-Day.EXTENSION (local time, as `date +%w-%A`)."""
+    if safety:
+        kind = "safety"
+    elif rotation == "weekday":
+        day = time.localtime(now)
+        return f"{project}_{time.strftime('%w-%A', day)}.{extension}", "weekday"
+    else:
+        kind = gfs_kind(stamp, names, project)
+    return f"{project}_{stamp}_{kind}.{extension}", kind
+
+
 def prune_plan(names, kinds, keep, project, latest="", protected=()):
     """[(name, kind, kept)] that retention removes from NAMES (newest first)."""
     pattern = set_name_pattern(project)
@@ -241,6 +258,15 @@ def prune_plan(names, kinds, keep, project, latest="", protected=()):
 
 def cmd_kind(directory, project, stamp):
     print(gfs_kind(stamp, sets_in(directory, project), project))
+    return 0
+
+
+def cmd_name(directory, project, extension, rotation, stamp, *safety):
+    if rotation not in ("gfs", "weekday") or safety not in ((), ("safety",)):
+        sys.stderr.write(f"name: rotation {rotation!r} (gfs or weekday), then optionally 'safety'\n")
+        return 2
+    name, kind = new_set_name(stamp, sets_in(directory, project), project, extension, rotation, bool(safety))
+    print(f"{name}\t{kind}")
     return 0
 
 
@@ -289,13 +315,12 @@ def main(argv):
         "snapshots": (cmd_snapshots, 1),
         "kind": (cmd_kind, 3),
         "prune": (cmd_prune, 4),
+        "name": (cmd_name, 5),
     }
-    # prune takes any number of protected names after its four arguments.
-    if (
-        len(argv) < 2
-        or argv[1] not in commands
-        or not (len(argv) - 2 == commands[argv[1]][1] or (argv[1] == "prune" and len(argv) - 2 > 4))
-    ):
+    # prune takes any number of protected names after its four arguments; name
+    # takes "safety" after its five.
+    extra = {"prune": 100, "name": 1}.get(argv[1] if len(argv) > 1 else "", 0)
+    if len(argv) < 2 or argv[1] not in commands or not 0 <= len(argv) - 2 - commands[argv[1]][1] <= extra:
         sys.stderr.write(__doc__)
         return 2
     function, _ = commands[argv[1]]

@@ -181,12 +181,6 @@ stamp_of() {
   fi
 }
 
-# The kind of a backup taken at STAMP (monthly, weekly or daily): decided by
-# backup_manifest.py, where tests/unit/roles tries the rule on any calendar.
-gfs_kind() {
-  python3 "$MANIFEST_TOOL" kind "$BACKUPS_DIR" "$PROJECT_NAME" "$1"
-}
-
 # resolve_backup NAME|PATH|latest -> full path of a published backup.
 resolve_backup() {
   local want=${1:-latest} path
@@ -344,15 +338,13 @@ backup_now() {
     sleep 1
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
   done
-  if [[ $kind == safety ]]; then
-    name="${PROJECT_NAME}_${stamp}_safety.$(backup_extension)"
-  elif [[ $ROTATION == weekday ]]; then
-    name="${PROJECT_NAME}_$(date +%w-%A).$(backup_extension)"
-    kind=weekday
-  else
-    kind=$(gfs_kind "$stamp") || die "$EXIT_INTERNAL" "could not work out the kind of the new backup; nothing was dumped"
-    name="${PROJECT_NAME}_${stamp}_${kind}.$(backup_extension)"
-  fi
+  # The name and kind (GFS, weekday or safety): backup_manifest.py decides.
+  local made safety=()
+  [[ $kind == safety ]] && safety=(safety)
+  made=$(python3 "$MANIFEST_TOOL" name "$BACKUPS_DIR" "$PROJECT_NAME" "$(backup_extension)" "$ROTATION" "$stamp" \
+    ${safety[@]+"${safety[@]}"}) || die "$EXIT_INTERNAL" "could not work out the name of the new backup; nothing was dumped"
+  name=${made%%$'\t'*}
+  kind=${made#*$'\t'}
   partial="$BACKUPS_DIR/.$name.partial"
   cleanup_on_exit "$partial" "$partial.sha256" "$partial.manifest.json"
   info "dumping database \"${DUMP_DB:-$DB_NAME}\" to $name ($kind)"

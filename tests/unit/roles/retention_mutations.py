@@ -27,6 +27,11 @@ MUTATIONS = {
     "one set too few kept": ("seen > keep[kind]", "seen >= keep[kind]"),
     "names not matched to their end": ('(?:zst|gz)$"', '(?:zst|gz)"'),
     "another project's prefix matches": ('+ r"_(?:', '+ r"_(?:.*_)?(?:'),
+    "the weekday in UTC, not local time": ("day = time.localtime(now)", "day = time.gmtime(now)"),
+    "a safety backup named by the calendar": (
+        '        kind = "safety"\n',
+        "        kind = gfs_kind(stamp, names, project)\n",
+    ),
 }
 
 

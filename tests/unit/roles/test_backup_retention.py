@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,41 @@ def test_fields_returns_every_value_in_one_call(tmp_path, value):
     fields = dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
     expected = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     assert fields == {b"project": b"shop", b"value": expected.encode()}
+
+
+# --- the name of a new set -------------------------------------------------------------------
+
+
+def test_a_new_set_is_named_after_its_stamp_and_kind():
+    names = history(("20261101T020000Z", "monthly"))
+    made = manifest.new_set_name("20261102T020000Z", names, "shop", "pgdump.zst", "gfs")
+    assert made == ("shop_20261102T020000Z_weekly.pgdump.zst", "weekly")
+
+
+def test_a_safety_backup_is_named_so_whatever_the_calendar():
+    made = manifest.new_set_name("20261102T020000Z", [], "shop", "sql.gz", "gfs", safety=True)
+    assert made == ("shop_20261102T020000Z_safety.sql.gz", "safety")
+
+
+def test_the_weekday_rotation_names_the_local_weekday(monkeypatch):
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: already Tuesday when UTC says Monday
+    time.tzset()
+    try:
+        monday_noon_utc = 1793620800  # 2026-11-02T12:00:00Z
+        made = manifest.new_set_name("20261102T120000Z", [], "shop", "sql.zst", "weekday", now=monday_noon_utc)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert made == ("shop_2-Tuesday.sql.zst", "weekday")
+
+
+def test_name_on_a_directory(tmp_path):
+    touch(tmp_path, name("20261101T020000Z", "monthly"))
+    assert run("name", tmp_path, "shop", "pgdump.zst", "gfs", "20261101T030000Z").stdout == (
+        "shop_20261101T030000Z_daily.pgdump.zst\tdaily\n"
+    )
+    assert run("name", tmp_path, "shop", "pgdump.zst", "gfs", "20261101T030000Z", "safety").stdout.startswith(
+        "shop_20261101T030000Z_safety."
+    )
+    refused = run("name", tmp_path, "shop", "pgdump.zst", "hourly", "20261101T030000Z")
+    assert refused.returncode == 2 and "rotation" in refused.stderr
