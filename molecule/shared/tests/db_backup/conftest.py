@@ -218,9 +218,11 @@ def sample_ps_during(host, command, out="/root/ps.txt"):
 WRITABLE_PLACES = "/home /root /tmp /var /etc /srv /opt /usr/local /dev/shm /run"
 
 
-def files_holding(host, needle):
-    """Every file in WRITABLE_PLACES that holds NEEDLE."""
-    result = host.run(f"grep -rlF -D skip -- %s {WRITABLE_PLACES}", needle)
+def files_holding(host, *needles):
+    """Every file in WRITABLE_PLACES that holds any of NEEDLES: one pass over them all (each
+    pass reads the database servers' files, the virtualenvs and the logs)."""
+    patterns = " ".join(["-e %s"] * len(needles))
+    result = host.run(f"grep -rlF -D skip {patterns} -- {WRITABLE_PLACES}", *needles)
     return {path for path in result.stdout.split("\n") if path}
 
 

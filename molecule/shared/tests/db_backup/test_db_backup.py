@@ -436,7 +436,7 @@ def test_password_never_on_a_command_line_in_a_log_or_another_file(host, engine,
     assert "pä ss" not in samples
     # Everywhere a script, a client tool or the server could write it down; a
     # non-ASCII part and an ASCII part (JSON files escape the "ä").
-    found = files_holding(host, "pä ss") | files_holding(host, "'d' $PATH `id`")
+    found = files_holding(host, "pä ss", "'d' $PATH `id`")
     allowed = {f"{HOME}/.secrets/database.json"}  # the project's own settings secret
     if variables["db_backup_credentials_source"] == "vars":
         allowed.add(f"{HOME}/.djangoops/{'pgpass' if engine.service == 'postgresql' else 'my.cnf'}")
