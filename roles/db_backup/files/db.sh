@@ -9,6 +9,7 @@
 # Sourced by the command scripts (lib/db_command.sh, installed under each
 # command's name), which set LIB_DIR and SCRIPT_NAME first.
 
+LIB_DIR=${LIB_DIR:-${BASH_SOURCE[0]%/*}} # see common.sh
 # shellcheck source=roles/project/files/common.sh
 source "$LIB_DIR/common.sh"
 # shellcheck source=/dev/null

@@ -7,7 +7,10 @@
 # script that sources it sets LIB_DIR (the directory of this file) and
 # SCRIPT_NAME, and may set HEALTHCHECK_URL.
 
-: "${LIB_DIR:?LIB_DIR must be set before sourcing common.sh}"
+# The directory of this file, unless the script set it: a script of the
+# previous (templated) layout, still running while an upgrade installs these
+# files, sources this one by its full path and sets no LIB_DIR.
+LIB_DIR=${LIB_DIR:-${BASH_SOURCE[0]%/*}}
 # PROJECT_NAME PROJECT_USER PROJECT_HOME COMMANDS_DIR BACKUPS_DIR LOGS_DIR METRICS_DIR
 # shellcheck source=/dev/null
 source "$LIB_DIR/project.conf"

@@ -7,6 +7,7 @@
 # every project: the values (the project's paths, each job's command, container
 # and health check) are in lib/jobs.conf, rendered by the role.
 
+LIB_DIR=${LIB_DIR:-${BASH_SOURCE[0]%/*}} # see common.sh
 # shellcheck source=roles/project/files/common.sh
 source "$LIB_DIR/common.sh"
 # shellcheck source=/dev/null

@@ -19,6 +19,18 @@ def test_commands_hold_exactly_this_versions_files(host):
     assert listing == sorted(f"./{name}" for name in (*DB_BACKUP, *VALUES))
 
 
+def test_a_script_of_the_previous_version_runs_on_this_library(host):
+    """A job started during the upgrade runs the old (templated) script, which sources the
+    library by its full path with no LIB_DIR: the new library must serve it."""
+    if not host.file(PREVIOUS).exists:
+        pytest.skip("this server was not converged with the previous version first")
+    before = host.run(f"readlink {BACKUPS}/latest").stdout.strip()
+    result = host.run("/opt/previous-version-scripts/backup_db.sh </dev/null")
+    assert result.rc == 0, result.stderr
+    after = host.run(f"readlink {BACKUPS}/latest").stdout.strip()
+    assert after and after != before
+
+
 def test_a_set_the_previous_version_took_verifies_and_restores(host, run, engine):
     if not host.file(PREVIOUS).exists:
         pytest.skip("this server was not converged with the previous version first")
