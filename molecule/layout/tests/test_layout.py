@@ -60,7 +60,7 @@ def test_directory_owner_group_mode(host, expected, index):
 
 def test_project_user_writes_its_directories(host, expected):
     name = expected["user"][0]
-    for path, *_ in expected["dirs"][1:]:
+    for path, *_rest in expected["dirs"][1:]:
         probe = f"{path}/.write-probe"
         host.run_expect([0], f"sudo -u {name} touch {probe}")
         host.run_expect([0], f"rm -f {probe}")
@@ -93,7 +93,7 @@ def bad_input_runs(host, tmp_path_factory):
     hostname = host.backend.get_hostname()
     if hostname != "layout-debian12":
         pytest.skip("validation does not depend on the platform; one host is enough")
-    cases = {case: extra_vars for case, (extra_vars, _) in BAD_INPUT.items()}
+    cases = {case: extra_vars for case, (extra_vars, _message) in BAD_INPUT.items()}
     return apply_role_cases(
         hostname, "djangoops.maintenance.project", cases, tmp_path_factory.mktemp("bad-input"), gather_facts=False
     )

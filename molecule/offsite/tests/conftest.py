@@ -1,33 +1,13 @@
-"""The off-site scenario's helpers: restic run on a server as its project user with the
-server's own credentials (what an intruder on that server could do), the backup host,
-and playbooks run from the controller."""
+"""The off-site scenario's fixtures: restic run on a server as its project user with the
+server's own credentials (what an intruder on that server could do), and the backup host
+(`run` and `variables` are molecule/conftest.py's)."""
 
 import os
-import subprocess
 
 import pytest
 import testinfra
-from db_backup.conftest import (  # noqa: F401 - shared helpers and fixtures
-    BACKUPS,
-    COMMANDS,
-    DB_NAME,
-    HOME,
-    ROOT,
-    files_holding,
-    quote,
-    run,
-    sample_ps_during,
-    variables,
-)
-
-OFFSITE = f"{HOME}/.djangoops/offsite"
-BACKUP_HOST = "offsite-backuphost"
-TEST_DIR = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "offsite")
-
-
-def scenario_file(name):
-    with open(os.path.join(TEST_DIR, name), encoding="utf-8") as f:
-        return f.read().strip()
+from offsite_helpers import BACKUP_HOST, OFFSITE, scenario_file
+from shop_project import HOME, quote
 
 
 @pytest.fixture(scope="module")
@@ -62,28 +42,3 @@ def restic(host):
         return host.run("runuser -u shop -- bash -c %s", "\n".join(lines))
 
     return _restic
-
-
-def latest(host):
-    return host.run(f"readlink {BACKUPS}/latest").stdout.strip()
-
-
-def offsite_column(host, name):
-    """The OFF-SITE column of list_db_backups.sh for one set ('' when not listed)."""
-    listing = host.run(f"{COMMANDS}/list_db_backups.sh --no-checksums </dev/null").stdout
-    for line in listing.splitlines():
-        fields = line.split()
-        if name in fields:
-            return fields[-1]
-    return ""
-
-
-def playbook(*args, inventory=None):
-    """ansible-playbook from the controller, on the scenario's inventory (or another)."""
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), *args],
-        capture_output=True,
-        text=True,
-        cwd=str(ROOT),
-        check=False,
-    )

@@ -6,19 +6,9 @@ import json
 import re
 
 import pytest
-from conftest import (
-    BACKUPS,
-    COMMANDS,
-    HOME,
-    OFFSITE,
-    files_holding,
-    latest,
-    offsite_column,
-    playbook,
-    quote,
-    sample_ps_during,
-    scenario_file,
-)
+from db_backup.backup_helpers import BACKUPS, files_holding, sample_ps_during
+from offsite_helpers import OFFSITE, latest, offsite_column, playbook, scenario_file
+from shop_project import COMMANDS, HOME, quote
 
 REPOS = ("backuphost", "bucket")
 
@@ -118,10 +108,10 @@ def test_offsite_secrets_never_on_a_command_line_in_a_log_or_another_file(host, 
     sampled, samples = sample_ps_during(host, "backup_db.sh -q", out="/root/ps-offsite.txt")
     assert sampled.rc == 0, sampled.stderr
     assert "restic" in samples, "ps never saw a push running"
-    for what, (needles, _) in secrets.items():
+    for what, (needles, _file) in secrets.items():
         assert not any(n in samples for n in needles), f"the {what} on a command line"
     # One pass over every file for all the secrets, then which file holds which.
-    holding = files_holding(host, *(n for needles, _ in secrets.values() for n in needles))
+    holding = files_holding(host, *(n for needles, _file in secrets.values() for n in needles))
     for what, (needles, path) in secrets.items():
         found = {f for f in holding if any(n.encode() in host.file(f).content for n in needles)}
         assert found == {path}, f"the {what} in {found}"

@@ -16,8 +16,8 @@ from pathlib import Path
 import testinfra
 import yaml
 from bare_inventory import connection_vars
-from conftest import DB_NAME, ROOT, playbook
-from db_backup.conftest import VARS
+from db_backup.backup_helpers import DB_NAME, ROOT, VARS
+from offsite_helpers import playbook
 
 SERVER = "offsite-debian12"
 IMAGE = f"{os.environ.get('DJANGOOPS_IMAGE_PREFIX', 'djangoops-test')}/server:debian12"

@@ -97,7 +97,7 @@ def test_another_projects_sets_count_for_nothing():
 
 
 def removed(names, kinds=("daily", "weekly", "monthly"), latest="", protected=()):
-    return [n for n, _, _ in manifest.prune_plan(sorted(names, reverse=True), kinds, KEEP, "shop", latest, protected)]
+    return [n for n, *_rest in manifest.prune_plan(sorted(names, reverse=True), kinds, KEEP, "shop", latest, protected)]
 
 
 def test_monthly_weekly_and_daily_limits_reached_together():

@@ -81,7 +81,7 @@ def test_rounds_alternate_and_every_method_ran_each_round(quick):
         assert len(results[method]["restore"]) == 2
     # Round by round, not all of one method then all of the next; the order rotates.
     sequence = quick["run"]["sequence"]
-    assert [r for r, _, _ in sequence] == sorted(r for r, _, _ in sequence)
+    assert [r for r, _phase, _method in sequence] == sorted(r for r, _phase, _method in sequence)
     firsts = [next(m for r, phase, m in sequence if r == n and phase == "backup") for n in (0, 1)]
     assert firsts[0] != firsts[1], sequence
 

@@ -9,8 +9,9 @@ import re
 import time
 
 import pytest
-from conftest import BACKUPS, COMMANDS, DB_NAME, HOME, PASSWORD, files_holding, last_log_lines, quote, sample_ps_during
+from backup_helpers import BACKUPS, DB_NAME, PASSWORD, files_holding, last_log_lines, sample_ps_during
 from installed_code import DB_BACKUP, not_as_shipped, shellcheck_values
+from shop_project import COMMANDS, HOME, quote
 
 
 def manifest(host, name):
@@ -123,7 +124,7 @@ def test_restore_with_media_brings_back_the_files_and_keeps_the_old_tree(host, r
 
 
 def test_restore_keeps_the_backup_it_restores(host, run, fresh_backup):
-    for _ in range(2):
+    for _i in range(2):
         assert run("restore_db.sh", "--yes").rc == 0
     safety = re.compile(r"^shop_\d{8}T\d{6}Z_safety\.(pgdump|sql)\.(zst|gz)$")
     safeties = sorted(n for n in host.run(f"ls -A {BACKUPS}").stdout.split() if safety.match(n))
@@ -390,7 +391,7 @@ def start_blocked_backup(host, engine, seconds=60):
         f"rm -f /root/blocked.rc; nohup sh -c '{COMMANDS}/backup_db.sh -q; echo $? > /root/blocked.rc' "
         ">/dev/null 2>&1 </dev/null &",
     )
-    for _ in range(50):
+    for _i in range(50):
         if host.run(f"pgrep -u shop -x {engine.dump_process}").rc == 0:
             return
         time.sleep(0.2)
@@ -398,7 +399,7 @@ def start_blocked_backup(host, engine, seconds=60):
 
 
 def wait_for_blocked_backup(host):
-    for _ in range(100):
+    for _i in range(100):
         rc = host.run("cat /root/blocked.rc").stdout.strip()
         if rc:
             return int(rc)
@@ -464,7 +465,7 @@ def test_healthcheck_pings_and_metrics(host, engine, run):
 
 
 def test_retention_keeps_the_newest_of_each_kind(host, variables, run):
-    for _ in range(3):
+    for _i in range(3):
         assert run("backup_db.sh").rc == 0
     listing = run("list_db_backups.sh")
     assert listing.rc == 0, listing.stdout

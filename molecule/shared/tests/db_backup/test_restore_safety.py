@@ -6,7 +6,8 @@ import re
 import time
 
 import pytest
-from conftest import BACKUPS, DB_NAME, DB_USER, HOME, last_log_lines, quote
+from backup_helpers import BACKUPS, DB_NAME, DB_USER, last_log_lines
+from shop_project import HOME, quote
 
 # The site's own code writing through Django: a new connection after every error, one
 # acknowledged row per line ("id<TAB>name") once the INSERT has returned (autocommit).
@@ -71,7 +72,7 @@ class Writer:
             f"cd {HOME} || exit; nohup runuser -u shop -- env/bin/python src/shop/manage.py shell < /tmp/writer.py"
             " > /tmp/writer.log 2>&1 &",
         )
-        for _ in range(50):
+        for _i in range(50):
             if len(self.acknowledged()) >= 20:
                 return
             time.sleep(0.2)
@@ -86,7 +87,7 @@ class Writer:
         self.host.run("touch /tmp/writer.stop")
         # '[m]anage': the pattern must not match the shell that runs pgrep, whose own
         # command line holds it (that made this wait its full 10 s every time).
-        for _ in range(50):
+        for _i in range(50):
             if self.host.run("pgrep -f '[m]anage.py shell'").rc != 0:
                 break
             time.sleep(0.2)
@@ -177,14 +178,14 @@ def test_an_interrupted_restore_leaves_the_live_database(host, engine, run, othe
     # Interrupted while it waits for the other session's lock, not before it gets there
     # (a fixed pause was too short on a loaded machine).
     waiting = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE 'Waiting for%lock%'"
-    for _ in range(150):
+    for _i in range(150):
         if engine.sql(waiting, database=None) not in ("", "0"):
             break
         time.sleep(0.2)
     else:
         pytest.fail("the restore never waited for the other session's lock")
     host.run_expect([0], "pkill -TERM -u shop -f commands/restore_db.sh")
-    for _ in range(150):
+    for _i in range(150):
         rc = host.run("cat /root/restore.rc").stdout.strip()
         if rc:
             break
@@ -220,7 +221,7 @@ def autovacuum_worker(host, engine):
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
         f" AND datname = '{DB_NAME.replace(chr(39), chr(39) * 2)}'"
     )
-    for _ in range(150):
+    for _i in range(150):
         if engine.sql(query, database="postgres") != "0":
             break
         time.sleep(0.2)

@@ -6,8 +6,9 @@ up with it: molecule/shared/playbooks/tasks/previous_version.yml)."""
 import re
 
 import pytest
-from conftest import BACKUPS, COMMANDS
+from backup_helpers import BACKUPS
 from installed_code import DB_BACKUP
+from shop_project import COMMANDS
 
 PREVIOUS = "/root/previous-version"
 VALUES = ("lib/project.conf", "lib/db.conf", "lib/offsite.conf")

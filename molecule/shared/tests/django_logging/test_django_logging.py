@@ -10,11 +10,10 @@ import time
 from email.header import decode_header, make_header
 from urllib.parse import urlencode
 
-from conftest import (
+from logging_helpers import (
     FLAT_LOG,
     JSON_LOG,
     LOGROTATE_FILE,
-    LOGS,
     MODULE_FILE,
     SECRETS_FILE,
     SETTINGS_FILE,
@@ -29,6 +28,7 @@ from conftest import (
     sentry_events_mentioning,
     wait_for,
 )
+from shop_project import LOGS
 
 
 def result_of(host, code):
@@ -135,7 +135,7 @@ def test_secrets_reach_only_the_project_user_and_the_smtp_server(host):
 
 
 def test_request_lines_share_a_request_id_and_carry_the_status(host, marker):
-    status, _ = request(host, f"/logging/hello/?marker={marker}")
+    status, _body = request(host, f"/logging/hello/?marker={marker}")
     assert status == 200
     started = wait_for(lambda: events_for(host, marker, "request_started"), what="request_started")
     finished = wait_for(lambda: events_for(host, marker, "request_finished"), what="request_finished")
@@ -170,7 +170,7 @@ def test_a_structlog_logger_in_a_view_carries_the_request_context(host, marker):
 
 
 def test_a_missing_page_is_logged_with_its_status(host, marker):
-    status, _ = request(host, f"/logging/nothing-{marker}/")
+    status, _body = request(host, f"/logging/nothing-{marker}/")
     assert status == 404
     finished = wait_for(lambda: events_for(host, marker, "request_finished"), what="request_finished")
     assert finished[0]["code"] == 404
@@ -185,9 +185,9 @@ def test_a_logged_in_user_is_named_by_user_id(host, marker):
     )
     jar = f"/tmp/jar-{marker}"
     form = urlencode({"username": VARS["test_logging_user"], "password": VARS["test_logging_user_password"]})
-    status, _ = request(host, "/logging/login/", jar=jar, form=form)
+    status, _body = request(host, "/logging/login/", jar=jar, form=form)
     assert status == 200
-    status, _ = request(host, f"/logging/hello/?marker={marker}", jar=jar)
+    status, _body = request(host, f"/logging/hello/?marker={marker}", jar=jar)
     assert status == 200
     finished = wait_for(lambda: events_for(host, marker, "request_finished"), what="request_finished")
     started = events_for(host, marker, "request_started")
@@ -225,11 +225,11 @@ def test_the_console_log_reaches_the_journal_without_colour_codes(host, marker):
 
 
 def test_an_exception_sends_one_html_mail_to_the_admins(host, marker):
-    status, _ = request(host, f"/logging/boom/?marker={marker}")
+    status, _body = request(host, f"/logging/boom/?marker={marker}")
     assert status == 500
     # AdminEmailHandler sends before the response leaves: the mail is there now.
     received = mails_mentioning(host, f"boom {marker}")
-    assert len(received) == 1, [str(message["Subject"]) for _, message in mails(host)]
+    assert len(received) == 1, [str(message["Subject"]) for _envelope, message in mails(host)]
     envelope, message = received[0]
     assert sorted(envelope["rcpt_tos"]) == ["oncall@example.com", "ops@example.com"]
     assert envelope["mail_from"] == "shop@example.com"
@@ -277,7 +277,7 @@ def test_no_mail_while_debug_is_true(host, marker):
 
 def test_a_bad_host_header_sends_no_mail(host, marker):
     bad_host = f"evil-{marker}.example"
-    status, _ = request(host, f"/logging/hello/?marker={marker}", headers=[f"Host: {bad_host}"])
+    status, _body = request(host, f"/logging/hello/?marker={marker}", headers=[f"Host: {bad_host}"])
     assert status == 400
     finished = wait_for(lambda: events_for(host, marker, "request_finished"), what="request_finished")
     assert finished[0]["code"] == 400
@@ -289,7 +289,7 @@ def test_a_bad_host_header_sends_no_mail(host, marker):
 
 
 def test_an_exception_reaches_sentry_once_with_the_log_as_breadcrumbs(host, marker):
-    status, _ = request(host, f"/logging/boom/?marker={marker}")
+    status, _body = request(host, f"/logging/boom/?marker={marker}")
     assert status == 500
     wait_for(lambda: sentry_events_mentioning(host, f"boom {marker}"), what="the Sentry event")
     time.sleep(3)  # time for a duplicate (django.request, request_failed) to arrive, if one were sent
@@ -305,7 +305,7 @@ def test_an_exception_reaches_sentry_once_with_the_log_as_breadcrumbs(host, mark
 
 
 def test_structlog_error_lines_make_no_sentry_event(host, marker):
-    status, _ = request(host, f"/logging/structured-error/?marker={marker}")
+    status, _body = request(host, f"/logging/structured-error/?marker={marker}")
     assert status == 200
     line = wait_for(lambda: events_for(host, marker, "structured_error"), what="the error line")[0]
     assert line["level"] == "error"

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from bare_inventory import bare_inventory
-from conftest import MODULE_FILE
+from logging_helpers import MODULE_FILE
 
 PLAY = "- hosts: all\n  gather_facts: false\n  become: true\n  roles:\n    - djangoops.maintenance.django_logging\n"
 

@@ -8,11 +8,9 @@ import time
 
 import pytest
 from bare_inventory import apply_role, apply_role_cases
-from conftest import (
-    COMMANDS,
+from installed_code import SCHEDULE, not_as_shipped, shellcheck_values
+from schedule_helpers import (
     CRON_FILE,
-    HOME,
-    LOGS,
     TEAM_CRONTAB,
     UNIT_PREFIX,
     V1_MARKER,
@@ -26,7 +24,7 @@ from conftest import (
     team_run_since,
     wait_for,
 )
-from installed_code import SCHEDULE, not_as_shipped, shellcheck_values
+from shop_project import COMMANDS, HOME, LOGS
 
 SCHEDULED = {
     "clear_sessions": "0 1 * * *",
@@ -306,7 +304,7 @@ def test_timers_are_listed_with_their_next_run(host, wanted_backend):
         # A timer that is elapsing right now (the every-minute probe, at :00) has no
         # next elapse for a moment: asked again, it has.
         properties = "TimersCalendar,NextElapseUSecRealtime,ActiveState"
-        for _ in range(20):
+        for _i in range(20):
             show = host.run(f"systemctl show --property={properties} {timer}").stdout
             next_run = next(line for line in show.splitlines() if line.startswith("NextElapseUSecRealtime="))
             if next_run.split("=", 1)[1] not in ("", "0", "n/a"):
@@ -447,7 +445,7 @@ def bad_input_runs(host, variables, tmp_path_factory):
     if not variables.get("test_bad_input"):
         pytest.skip("validation does not depend on the platform or the backend; one host is enough")
     before = crontab_text(host), cron_file_text(host)
-    cases = {case: {**GOOD, **extra_vars} for case, (extra_vars, _) in BAD_INPUT.items()}
+    cases = {case: {**GOOD, **extra_vars} for case, (extra_vars, _message) in BAD_INPUT.items()}
     rc, outputs, recap = apply_role_cases(
         host.backend.get_hostname(), "djangoops.maintenance.schedule", cases, tmp_path_factory.mktemp("bad-input")
     )

@@ -33,7 +33,7 @@ def cron_matches(schedule):
     def values(field, low, high):
         out = set()
         for part in field.split(","):
-            base, _, step = part.partition("/")
+            base, _sep, step = part.partition("/")
             step = int(step or 1)
             if base == "*":
                 lo, hi = low, high
@@ -88,7 +88,7 @@ def systemd_next(expressions, count):
             check=True,
         ).stdout
         for line in out.splitlines():
-            label, _, value = line.strip().partition(": ")
+            label, _sep, value = line.strip().partition(": ")
             if label in ("Next elapse",) or label.startswith("Iter."):
                 times.add(datetime.strptime(value.rsplit(" ", 1)[0], "%a %Y-%m-%d %H:%M:%S").replace(tzinfo=UTC))
     return sorted(times)[:count]
