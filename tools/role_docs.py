@@ -1,6 +1,7 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Writes the variables table of every role's README from its meta/argument_specs.yml
-and defaults/main.yml, between the markers below. With --check, changes nothing and
+(whose defaults tools/check_role_specs.py keeps equal to defaults/main.yml), between
+the markers below. With --check, changes nothing and
 exits 1 when a README is missing its markers or is out of date (the lint step)."""
 
 import json
@@ -31,8 +32,6 @@ def shown(value):
 
 def table(role):
     specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
-    defaults_file = role / "defaults/main.yml"
-    defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
     rows = ["| variable | type | default | description |", "|---|---|---|---|"]
     for name, spec in specs.items():
         kind = spec.get("type", "")
@@ -40,7 +39,7 @@ def table(role):
             kind += f" of {spec['elements']}"
         if spec.get("choices"):
             kind += " (" + ", ".join(f"`{c}`" for c in spec["choices"]) + ")"
-        default = "*required*" if spec.get("required") else shown(defaults.get(name))
+        default = "*required*" if spec.get("required") else shown(spec.get("default"))
         description = " ".join(inline(line) for line in spec.get("description", []))
         for key, option in (spec.get("options") or {}).items():
             extra = " *(required)*" if option.get("required") else ""
@@ -59,7 +58,7 @@ def main():
             stale.append(f"{readme.relative_to(ROOT)}: no generated variables section (add the two markers)")
             continue
         head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+        _old_table, tail = rest.split(END, 1)
         new = f"{head}{BEGIN}\n{table(role)}\n{END}{tail}"
         if new != text:
             if check:

@@ -185,6 +185,60 @@ def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_p
     assert host.file("/var/lib/djangoops-metrics").user == "shop"
 
 
+# Every secret site.yml takes, changed; a key kept out of the output is searched for by a
+# part no other text holds.
+CHANGED_SECRETS = {
+    "db_backup_database_password": "diff-secret-db-password",
+    "db_backup_healthcheck_urls": {
+        script: f"https://hc.example.test/ping/diff-secret-hc-{script}"
+        for script in ("backup", "verify", "restore", "offsite_check")
+    },
+    "schedule_clear_sessions_healthcheck_url": "https://hc.example.test/ping/diff-secret-hc-sessions",
+    "schedule_jobs": [
+        {
+            "name": "report",
+            "time": "15 5 * * *",
+            "command": "python manage.py check",
+            "healthcheck_url": "https://hc.example.test/ping/diff-secret-hc-job",
+        }
+    ],
+    "db_backup_offsite_password": "diff-secret-restic-password",
+    "db_backup_offsite_repositories": [
+        {
+            "name": "vault",
+            "type": "ssh",
+            "host": "backup.example.test",
+            "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\ndiff-secret-ssh-key\n"
+            "-----END OPENSSH PRIVATE KEY-----\n",
+            "known_hosts": "backup.example.test ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDiffTestHostKeyOnly",
+        },
+        {
+            "name": "bucket",
+            "type": "s3",
+            "url": "s3:https://s3.example.test/shop",
+            "access_key_id": "diffaccesskey",
+            "secret_access_key": "diff-secret-s3-key",
+        },
+    ],
+}
+
+
+def test_diff_mode_shows_changes_but_no_secret(host, tmp_path):
+    """`--check --diff` of site.yml with every secret changed, and one schedule time, so
+    that there is a diff to show: the output shows the new time and none of the secrets,
+    new or old (the inventory's database password)."""
+    extra = tmp_path / "secrets.json"
+    extra.write_text(json.dumps({**CHANGED_SECRETS, "schedule_backup_time": "17 3 * * *"}))
+    extra.chmod(0o600)
+    rc, out = playbook("../site.yml", "--check", "--diff", "-e", f"@{extra}")
+    assert rc == 0, out
+    # The cron file's diff (PostgreSQL site) and the timer's (MariaDB site).
+    assert "+17 3 * * * shop " in out, out
+    assert "OnCalendar=*-*-* 03:17:00" in out, out
+    leaked = [word for word in ("diff-secret", "correct horse", "$battery") if word in out]
+    assert not leaked, out
+
+
 def test_a_second_site_run_changes_nothing(host):
     rc, out = playbook("../site.yml")
     assert rc == 0, out
