@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The backup and restore benchmark: the cookbook's method, the project's scripts and
 the engine's floor, side by side on one server container. Run by tools/bench and by
 the molecule/bench scenario; it needs only the standard library (matplotlib for the PNG).
@@ -213,7 +213,7 @@ def reset_sessions(server):
 
 def backup(server, method):
     if method == "seed":
-        script, _, latest = SEED[server.engine]
+        script, _restore_script, latest = SEED[server.engine]
         result = server.timed(f"{IN_CONTAINER}/seed/{script}")
         result["size_bytes"] = server.file_size(f"{HOME}/seed_backups/{latest}")
     elif method == "project":
@@ -328,8 +328,8 @@ def measure(args):
         "load_during": loads,
         "results": results,
         "restores_ok": all(restored_ok) and bool(restored_ok),
-        "credential_lookup_s": [p for p, _ in lookups],
-        "seed_django_startup_s": [s for _, s in lookups],
+        "credential_lookup_s": [project for project, _seed in lookups],
+        "seed_django_startup_s": [seed for _project, seed in lookups],
     }
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     log(f"{args.engine}: results in {args.json}")
@@ -423,7 +423,7 @@ def offsite(args):
 def site(args):
     """ansible-playbook site.yml twice against one host; the second run must change nothing."""
     runs = []
-    for _ in range(2):
+    for _run in range(2):
         started = time.monotonic()
         result = subprocess.run(
             ["ansible-playbook", "-i", args.inventory, "site.yml"], capture_output=True, text=True, check=False
@@ -659,7 +659,7 @@ def chart(runs, path):
     colors = {"seed": "#b0b0b0", "project": "#2b7bba", "floor": "#6ab04c", "zstd": "#9ccf7f"}
     width = 0.2
     for ax, run in zip(axes[0], runs, strict=False):
-        col, _ = summarize(run)
+        col, _ratios = summarize(run)
         groups = ["backup", "restore"]
         for i, method in enumerate(METHODS):
             meds, errs = [], [[], []]

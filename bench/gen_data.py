@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Writes the benchmark's Django database as tab-separated files, for PostgreSQL's
 COPY and MariaDB's LOAD DATA alike (backslash escapes, \\N for NULL).
 
@@ -59,7 +59,7 @@ class Text:
             total += 1.0 / rank
             cum.append(total)
         self.cum = cum
-        self.sentences = [self.sentence(rnd) for _ in range(SENTENCES)]
+        self.sentences = [self.sentence(rnd) for _i in range(SENTENCES)]
 
     def pick(self, rnd, k):
         return rnd.choices(self.words, cum_weights=self.cum, k=k)
@@ -72,7 +72,7 @@ class Text:
 
     def paragraphs(self, rnd, low, high):
         return "\\n\\n".join(
-            " ".join(rnd.choices(self.sentences, k=rnd.randint(2, 7))) for _ in range(rnd.randint(low, high))
+            " ".join(rnd.choices(self.sentences, k=rnd.randint(2, 7))) for _i in range(rnd.randint(low, high))
         )
 
 
@@ -85,7 +85,7 @@ def ts(d):
 
 
 def ip(rnd):
-    return ".".join(str(rnd.randrange(1, 255)) for _ in range(4))
+    return ".".join(str(rnd.randrange(1, 255)) for _i in range(4))
 
 
 def users(text, rnd, first, last, out):

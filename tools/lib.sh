@@ -257,7 +257,7 @@ host_ca_bundle() {
 # The server image: what a real server has (python3, sudo, cron, systemd as PID 1).
 build_server_image() {
   local platform=$1 base="$IMAGE_PREFIX/base:$1" tag="$IMAGE_PREFIX/server:$1"
-  local dir="$ROOT/molecule/shared/testbed/image" ca want ctx
+  local dir="$ROOT/molecule/shared/testbed/image" ca ctx
   ca=$(host_ca_bundle)
   ctx=$(mktemp -d "$CACHE/context.XXXXXX")
   cp "$dir/Dockerfile" "$ctx/"
@@ -267,6 +267,14 @@ build_server_image() {
   cp -R "$ROOT/molecule/shared/fixtures/django_project/shop" "$ctx/fixtures/shop"
   cp "${FIXTURE_PROGRAMS[@]/#/$ROOT/molecule/shared/fixtures/listeners/}" "$ctx/fixtures/bin/"
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
+  build_context "$tag" "$base" "$ctx" "build-$platform.log"
+}
+
+# Builds TAG from BASE and the build context directory CTX (then removed),
+# unless TAG was built from this very base and these files (its label holds a
+# hash of both). The build's output goes to .cache/LOG.
+build_context() {
+  local tag=$1 base=$2 ctx=$3 log_file=$4 want
   want=$({
     docker image inspect -f '{{.Id}}' "$base"
     cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
@@ -277,9 +285,42 @@ build_server_image() {
     return 0
   fi
   log "Building $tag"
-  docker build --quiet --build-arg "BASE=$base" --label "$INPUTS_LABEL=$want" -t "$tag" "$ctx" >"$CACHE/build-$platform.log" 2>&1 ||
-    { rm -rf "$ctx"; die "building $tag failed (see .cache/build-$platform.log)"; }
+  docker build --quiet --build-arg "BASE=$base" --label "$INPUTS_LABEL=$want" -t "$tag" "$ctx" >"$CACHE/$log_file" 2>&1 ||
+    { rm -rf "$ctx"; die "building $tag failed (see .cache/$log_file)"; }
   rm -rf "$ctx"
+}
+
+# The version matrix's newest ansible-core, which needs a newer Python than the
+# host may have: a controller image (molecule/shared/testbed/controller) that
+# tools/test runs its steps in. Rebuilt when its recipe or pins change.
+CONTROLLER_CORE=2.21
+CONTROLLER_IMAGE="$IMAGE_PREFIX/controller:ansible-core-$CONTROLLER_CORE"
+build_controller_image() {
+  local dir="$ROOT/molecule/shared/testbed/controller" ctx
+  ctx=$(mktemp -d "$CACHE/context.XXXXXX")
+  cp "$dir/Dockerfile" "$dir/requirements.txt" "$dir/constraints.txt" "$ctx/"
+  cp "$(host_ca_bundle)" "$ctx/host-ca.crt"
+  build_context "$CONTROLLER_IMAGE" "$IMAGE_PREFIX/base:debian13" "$ctx" build-controller.log
+}
+
+# Runs a command in the controller image as if on this machine: the checkout at
+# its own path (so that the paths Molecule gives Docker mean the same on both
+# sides), the host's Docker engine and network, and the variables that shape
+# the output and the test bed.
+in_controller() {
+  local -a env=()
+  local name
+  for name in CI NO_COLOR PY_COLORS ANSIBLE_NOCOLOR ANSIBLE_FORCE_COLOR MOLECULE_GLOB DJANGOOPS_IMAGE_PREFIX \
+    DJANGOOPS_RESULTS_DIR; do
+    [[ -z ${!name+set} ]] || env+=(--env "$name=${!name}")
+  done
+  # ansible-test keeps its pip bootstrap and sanity virtualenvs in ~/.ansible/test:
+  # kept between runs, as on the host.
+  mkdir -p "$CACHE/controller-ansible-test"
+  docker run --rm --init --network host \
+    --volume /var/run/docker.sock:/var/run/docker.sock --volume "$ROOT:$ROOT" --workdir "$ROOT" \
+    --volume "$CACHE/controller-ansible-test:/root/.ansible/test" \
+    "${env[@]}" "$CONTROLLER_IMAGE" "$@"
 }
 
 # Builds (or reuses) the images of every platform, the platforms in parallel.
@@ -290,8 +331,12 @@ ensure_images() {
     (build_base_image "$platform" && build_server_image "$platform") &
     pids+=("$!")
   done
+
   for pid in "${pids[@]}"; do
     wait "$pid" || failed=1
   done
   ((failed == 0)) || die "building the test images failed"
+  # From the Debian 13 base image, hence after it; only for the suite's steps
+  # on the newest ansible-core (tools/test sets WITH_CONTROLLER).
+  [[ -z ${WITH_CONTROLLER:-} ]] || build_controller_image
 }

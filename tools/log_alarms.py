@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Lines in a step's log that look like failures: tools/test fails a step that passed but printed any.
 
     python3 tools/log_alarms.py LOG...

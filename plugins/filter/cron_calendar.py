@@ -83,7 +83,7 @@ def _expand(text, low, high, names, field, schedule):
         if base == "*":
             first, last = low, high
         elif "-" in base:
-            start, _, end = base.partition("-")
+            start, _sep, end = base.partition("-")
             first = _value(start, low, high, names, field, schedule)
             last = _value(end, low, high, names, field, schedule)
             if first > last:

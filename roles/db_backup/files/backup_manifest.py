@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Backup manifests for the djangoops.maintenance backup scripts.
 
   count ENGINE            read a dump as SQL text on stdin; print a JSON object with
@@ -95,7 +94,7 @@ def count_mysql(stream):
                     continue
                 table = m.group(1).replace(b"``", b"`").decode()
                 tables.setdefault(table, 0)
-                line = line[m.end():]
+                line = line[m.end() :]
             else:
                 if line.startswith(b"CREATE TABLE "):
                     m = MY_TABLE.match(line)
@@ -125,7 +124,7 @@ def cmd_write(counts_path, out_path):
     manifest = {"manifest_version": 1}
     for key, value in sorted(os.environ.items()):
         if key.startswith("MANIFEST_"):
-            name = key[len("MANIFEST_"):].lower()
+            name = key[len("MANIFEST_") :].lower()
             if name.endswith(("_bytes", "_files")):
                 value = int(value)
             elif name.endswith("_seconds"):
@@ -155,7 +154,7 @@ def cmd_compare(manifest_path, actual_path):
         for line in f:
             line = line.rstrip("\n")
             if line:
-                name, _, rows = line.rpartition("\t")
+                name, _tab, rows = line.rpartition("\t")
                 actual[name] = int(rows)
     problems = []
     for name in sorted(set(expected) | set(actual)):
@@ -300,8 +299,8 @@ def cmd_snapshots(project):
         if "djangoops" not in (snap.get("tags") or []) or not own.match(name):
             continue
         rows.append((snap["time"], name, tags.get("sha256", ""), snap["id"], snap.get("paths") or []))
-    for time, name, sha, snap_id, paths in sorted(rows):
-        print("\t".join([name, sha, snap_id, time, *paths]))
+    for taken, name, sha, snap_id, paths in sorted(rows):
+        print("\t".join([name, sha, snap_id, taken, *paths]))
     return 0
 
 
@@ -323,7 +322,7 @@ def main(argv):
     if len(argv) < 2 or argv[1] not in commands or not 0 <= len(argv) - 2 - commands[argv[1]][1] <= extra:
         sys.stderr.write(__doc__)
         return 2
-    function, _ = commands[argv[1]]
+    function, _arity = commands[argv[1]]
     return function(*argv[2:])
 
 

@@ -611,6 +611,7 @@ main_restore() {
   [[ -f $path ]] || die "$EXIT_BAD_BACKUP" "$name is gone (pruned while waiting for the lock?); nothing was changed"
   check_backup "$path"
   PROTECTED=("$name")
+  # shellcheck disable=SC2034 # read by engine_mysql.sh (charset_of)
   BACKUP_PATH=$path
   started=$EPOCHREALTIME
   # Everything that can be checked is checked before anything is created: the

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the exit codes are for the scripts that source this file
 # djangoops.maintenance (role project): the library every maintenance script in
 # a project's commands/ sources, from commands/lib/common.sh: logging with
 # timestamps, timing, exit codes, a lock, clean-up on exit, health-check pings

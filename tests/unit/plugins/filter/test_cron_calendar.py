@@ -89,7 +89,8 @@ def systemd_next(expressions, count):
         ).stdout
         for line in out.splitlines():
             label, _sep, value = line.strip().partition(": ")
-            if label in ("Next elapse",) or label.startswith("Iter."):
+            # "Iter. #2" in systemd 252 (Debian 12), "Iteration #2" in 257 (Debian 13).
+            if label == "Next elapse" or label.startswith(("Iter. #", "Iteration #")):
                 times.add(datetime.strptime(value.rsplit(" ", 1)[0], "%a %Y-%m-%d %H:%M:%S").replace(tzinfo=UTC))
     return sorted(times)[:count]
 
