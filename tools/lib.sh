@@ -308,7 +308,8 @@ build_controller_image() {
 # sides), the host's Docker engine and network, and the variables that shape
 # the output and the test bed.
 in_controller() {
-  local -a env=()
+  # Tests that run on one version only ask for DJANGOOPS_MATRIX.
+  local -a env=(--env DJANGOOPS_MATRIX=newest)
   local name
   for name in CI NO_COLOR PY_COLORS ANSIBLE_NOCOLOR ANSIBLE_FORCE_COLOR MOLECULE_GLOB DJANGOOPS_IMAGE_PREFIX \
     DJANGOOPS_RESULTS_DIR; do

@@ -226,7 +226,10 @@ CHANGED_SECRETS = {
 def test_diff_mode_shows_changes_but_no_secret(host, tmp_path):
     """`--check --diff` of site.yml with every secret changed, and one schedule time, so
     that there is a diff to show: the output shows the new time and none of the secrets,
-    new or old (the inventory's database password)."""
+    new or old (the inventory's database password). On the newest ansible-core of the
+    suite's matrix only, as django_logging's (a run of site.yml costs a converge)."""
+    if os.environ.get("DJANGOOPS_MATRIX") != "newest":
+        pytest.skip("runs on the newest ansible-core of the matrix (tools/test's SCENARIO@VERSION steps)")
     extra = tmp_path / "secrets.json"
     extra.write_text(json.dumps({**CHANGED_SECRETS, "schedule_backup_time": "17 3 * * *"}))
     extra.chmod(0o600)
@@ -240,6 +243,11 @@ def test_diff_mode_shows_changes_but_no_secret(host, tmp_path):
 
 
 def test_a_second_site_run_changes_nothing(host):
+    """After backups, restores and a second project on the server, site.yml still changes
+    nothing. On the oldest ansible-core of the suite's matrix only (Molecule's idempotence
+    step runs on both; the newest runs the --diff test instead, each a run of site.yml)."""
+    if os.environ.get("DJANGOOPS_MATRIX") == "newest":
+        pytest.skip("runs on the oldest ansible-core of the matrix; the newest runs the --diff test")
     rc, out = playbook("../site.yml")
     assert rc == 0, out
     recap = [line for line in out.splitlines() if " : ok=" in line]
