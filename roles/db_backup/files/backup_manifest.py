@@ -2,12 +2,21 @@
 
   count ENGINE            read a dump as SQL text on stdin; print a JSON object with
                           the row count of every table and whether the dump is complete
+  snapshot-counts TSV TOC the counts (as `count` prints them) of a PostgreSQL archive from
+                          a TSV of "oid<TAB>table<TAB>rows" counted in the dump's own
+                          snapshot and the archive's `pg_restore --list`: the tables it
+                          creates or fills, with rows only where it holds their data
   write COUNTS OUT        write the manifest: the counts plus the MANIFEST_* environment
   get MANIFEST KEY        print one top-level value of a manifest
   compare MANIFEST ACTUAL compare the counts with a TSV of "table<TAB>rows" from a test
                           restore; print each difference, exit 1 if there is any
   fields MANIFEST         print every top-level value of a manifest, as KEY NUL VALUE NUL
                           pairs (what a restore needs, in one call)
+  sha256 FILE             print FILE's sha256 (OpenSSL's, through hashlib: several times
+                          faster than coreutils' sha256sum where the CPU has SHA extensions)
+  check-sha256 SUMS       check the files SUMS names (sha256sum's "HEX  NAME" lines, the
+                          files beside SUMS) as `sha256sum --check --strict` does; exit 1 on
+                          any mismatch, missing file or malformed line
   snapshots PROJECT       read `restic snapshots --json` on stdin; print the backup sets
                           of PROJECT it holds, oldest first, one per line:
                           SET<TAB>SHA256<TAB>SNAPSHOT_ID<TAB>TIME<TAB>PATH...
@@ -22,7 +31,9 @@
                           KEEP: "daily=7,weekly=4,monthly=12,safety=2"
 
 Counting reads the dump as it is written (the backup script tees the stream here),
-so the manifest describes exactly what the file holds.
+so the manifest describes exactly what the file holds; for a PostgreSQL archive the
+rows are counted inside the snapshot pg_dump reads (snapshot-counts), which is the
+same data without reading the archive back.
 
 The decisions (a set's kind, what retention removes) are made here rather than in
 the shell, so that tests/unit/roles can try them on any calendar without a server:
@@ -37,6 +48,7 @@ the shell, so that tests/unit/roles can try them on any calendar without a serve
 """
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -57,8 +69,17 @@ PG_DONE = b"-- PostgreSQL database dump complete"
 # of an INSERT holds one "(" per row.
 MY_TABLE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(")
 MY_INSERT = re.compile(rb"^INSERT INTO `((?:[^`]|``)+)` VALUES ?")
-MY_STRING = re.compile(rb"'[^'\\]*(?:\\.[^'\\]*)*'")
 MY_DONE = b"-- Dump completed"
+
+
+def my_rows(line):
+    """The rows a piece of an extended INSERT holds: its "(" outside quoted strings.
+    Escaped backslashes go first (so that the quote after one still closes its
+    string), then escaped quotes; the quotes left alternate string and code, and
+    a doubled quote (NO_BACKSLASH_ESCAPES) opens and closes at once. Byte
+    operations only: three times faster than a regular expression over 500 MB."""
+    parts = line.replace(b"\\\\", b"").replace(b"\\'", b"").split(b"'")
+    return b"".join(parts[::2]).count(b"(")
 
 
 def count_postgresql(stream):
@@ -103,11 +124,37 @@ def count_mysql(stream):
                 elif line.startswith(MY_DONE):
                     complete = True
                 continue
-        rest = MY_STRING.sub(b"", line)
-        tables[table] += rest.count(b"(")
-        if rest.rstrip().endswith(b";"):
+        tables[table] += my_rows(line)
+        if line.rstrip().endswith(b";"):
             table = None
     return tables, complete and table is None
+
+
+# `pg_restore --list` lines: "ID; TABLEOID OID DESC ...". A table is "1259 OID
+# TABLE"; its rows are "0 OID TABLE DATA", OID being the table's.
+TOC_ENTRY = re.compile(r"^\d+; (\d+) (\d+) (TABLE DATA|TABLE) ")
+
+
+def cmd_snapshot_counts(tsv_path, toc_path):
+    created, filled = set(), set()
+    with open(toc_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            found = TOC_ENTRY.match(line)
+            if found:
+                (filled if found.group(3) == "TABLE DATA" else created).add(found.group(2))
+    tables = {}
+    with open(tsv_path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            oid, table, rows = line.rstrip("\n").split("\t")
+            if oid in filled:
+                tables[table] = int(rows)
+            elif oid in created:
+                tables[table] = 0
+    json.dump({"tables": dict(sorted(tables.items())), "complete": True}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
 
 
 def cmd_count(engine):
@@ -115,6 +162,48 @@ def cmd_count(engine):
     tables, complete = counter(sys.stdin.buffer)
     json.dump({"tables": dict(sorted(tables.items())), "complete": complete}, sys.stdout)
     sys.stdout.write("\n")
+    return 0
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb") as f:
+        while size := f.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()
+
+
+def cmd_sha256(path):
+    print(sha256_of(path))
+    return 0
+
+
+SUM_LINE = re.compile(r"([0-9a-f]{64}) [ *](.+)")
+
+
+def cmd_check_sha256(sums_path):
+    directory = os.path.dirname(os.path.abspath(sums_path))
+    with open(sums_path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines:
+        sys.stderr.write(f"{sums_path}: no checksum lines\n")
+        return 1
+    for line in lines:
+        found = SUM_LINE.fullmatch(line)
+        if not found:
+            sys.stderr.write(f"{sums_path}: improperly formatted line: {line[:80]!r}\n")
+            return 1
+        want, name = found.groups()
+        try:
+            actual = sha256_of(os.path.join(directory, name))
+        except OSError as e:
+            sys.stderr.write(f"{name}: {e.strerror}\n")
+            return 1
+        if actual != want:
+            sys.stderr.write(f"{name}: does not match its sha256\n")
+            return 1
     return 0
 
 
@@ -308,10 +397,13 @@ def main(argv):
     commands = {
         "count": (cmd_count, 1),
         "write": (cmd_write, 2),
+        "snapshot-counts": (cmd_snapshot_counts, 2),
         "get": (cmd_get, 2),
         "compare": (cmd_compare, 2),
         "fields": (cmd_fields, 1),
         "snapshots": (cmd_snapshots, 1),
+        "sha256": (cmd_sha256, 1),
+        "check-sha256": (cmd_check_sha256, 1),
         "kind": (cmd_kind, 3),
         "prune": (cmd_prune, 4),
         "name": (cmd_name, 5),

@@ -134,6 +134,7 @@ engine_dump() {
   for table in "${EXCLUDED_TABLE_DATA[@]}"; do
     args+=("--exclude-table-data=$table")
   done
+  [[ -z $DUMP_SNAPSHOT ]] || args+=("--snapshot=$DUMP_SNAPSHOT")
   if [[ $POSTGRESQL_FORMAT == custom ]]; then
     PGDATABASE=${DUMP_DB:-$DB_NAME} pg_dump --format=custom --compress=0 "${args[@]}"
   else
@@ -141,13 +142,73 @@ engine_dump() {
   fi
 }
 
-# The SQL text of the dump on stdin, whatever its format, to the row counter.
-engine_count_stream() {
-  if [[ $POSTGRESQL_FORMAT == custom ]]; then
-    pg_restore --file=- | python3 "$MANIFEST_TOOL" count postgresql
-  else
-    python3 "$MANIFEST_TOOL" count postgresql
+# The SQL text of a plain-format dump on stdin, to the row counter.
+engine_count_stream() { python3 "$MANIFEST_TOOL" count postgresql; }
+
+# A custom-format archive is not read back to count its rows (pg_restore would
+# render it as SQL text for the counter: more CPU than compressing it). The rows
+# are counted inside the very snapshot pg_dump reads, while pg_dump runs: one
+# session exports a snapshot (pg_export_snapshot), pg_dump --snapshot and a
+# counting session import it. The archive's table of contents then says which
+# tables' rows it holds.
+#
+# No session of ours holds a table lock while it waits for another process:
+# the exporting one touches no table (it only keeps the snapshot alive until
+# pg_dump has ended), and the counting one holds its ACCESS SHARE locks only
+# while it counts. A migration waiting for a lock therefore waits as it would
+# for pg_dump alone, never in a circle through this script.
+engine_counts_in_snapshot() { [[ $POSTGRESQL_FORMAT == custom ]]; }
+
+DUMP_SNAPSHOT=""
+SNAP_PROCESS=""
+SNAP_COUNTER=""
+# engine_snapshot_begin: exports the snapshot into DUMP_SNAPSHOT (engine_dump
+# passes it to pg_dump) and starts the counting session in the background.
+engine_snapshot_begin() {
+  local db=${DUMP_DB:-$DB_NAME}
+  coproc PG_SNAP { PGDATABASE=$db psql -X -q -tA -v ON_ERROR_STOP=1 2>"$RUN_DIR/snapshot.err"; }
+  SNAP_PROCESS=$PG_SNAP_PID
+  exec {SNAP_IN}<&"${PG_SNAP[0]}" {SNAP_OUT}>&"${PG_SNAP[1]}"
+  printf '%s\n' 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;' 'SELECT pg_export_snapshot();' >&"$SNAP_OUT"
+  if ! IFS= read -r -u "$SNAP_IN" DUMP_SNAPSHOT || [[ -z $DUMP_SNAPSHOT ]]; then
+    die "$EXIT_DB_UNAVAILABLE" "could not take a snapshot of database \"$db\" to dump: $(tail -n 2 "$RUN_DIR/snapshot.err" | tr '\n' ' ')"
   fi
+  PGDATABASE=$db psql -X -q -tA -F $'\t' -v ON_ERROR_STOP=1 -v snapshot="$DUMP_SNAPSHOT" \
+    >"$RUN_DIR/snapshot.tsv" 2>"$RUN_DIR/count.err" <<'SQL' &
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SET TRANSACTION SNAPSHOT :'snapshot';
+SELECT c.oid, format('%I.%I', n.nspname, c.relname),
+       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%';
+COMMIT;
+SQL
+  SNAP_COUNTER=$!
+}
+
+# engine_snapshot_abandon: after a failed dump, the sessions end.
+engine_snapshot_abandon() {
+  [[ -z $SNAP_COUNTER ]] || kill "$SNAP_COUNTER" 2>/dev/null || true
+  [[ -z $SNAP_PROCESS ]] || kill "$SNAP_PROCESS" 2>/dev/null || true
+}
+
+# engine_snapshot_counts FILE NAME: once pg_dump has ended, the counts (JSON,
+# as the stream counter writes them) for the archive FILE (named NAME).
+engine_snapshot_counts() {
+  local statuses
+  wait "$SNAP_COUNTER" || { echo "counting in the dump's snapshot failed: $(tail -n 2 "$RUN_DIR/count.err" | tr '\n' ' ')" >&2; return 1; }
+  SNAP_COUNTER=""
+  # The snapshot is released only now: pg_dump has imported it and ended.
+  printf 'COMMIT;\n\\q\n' >&"$SNAP_OUT"
+  exec {SNAP_IN}<&- {SNAP_OUT}>&-
+  wait "$SNAP_PROCESS" || { echo "the snapshot's session failed: $(tail -n 2 "$RUN_DIR/snapshot.err" | tr '\n' ' ')" >&2; return 1; }
+  SNAP_PROCESS=""
+  DUMP_SNAPSHOT=""
+  # pg_restore reads only the table of contents, then stops reading.
+  decompress "$1" "$2" 2>/dev/null | pg_restore --list >"$RUN_DIR/toc.txt"
+  statuses=("${PIPESTATUS[@]}")
+  ((statuses[1] == 0)) || { echo "pg_restore could not read the archive's table of contents" >&2; return 1; }
+  python3 "$MANIFEST_TOOL" snapshot-counts "$RUN_DIR/snapshot.tsv" "$RUN_DIR/toc.txt"
 }
 
 # Runs "$@" with what the manifest needs to recreate the database as it was.

@@ -383,7 +383,7 @@ offsite_fetch() {
   IFS=$'\t' read -r set sha id time rest <<<"$chosen"
   [[ $set =~ $BACKUP_NAME_RE ]] || die "$EXIT_BAD_BACKUP" "off-site set '$set' is not named as a backup of $PROJECT_NAME; refusing it"
   if [[ -z $staged && -f $BACKUPS_DIR/$set && -f $BACKUPS_DIR/$set.sha256 && $(offsite_set_id "$set") == "$set@$sha" ]] &&
-    (cd "$BACKUPS_DIR" && sha256sum --check --status --strict -- "$set.sha256"); then
+    sha256_check "$BACKUPS_DIR/$set.sha256"; then
     info "$set (from $repo, taken $time) is already here"
     check_backup "$BACKUPS_DIR/$set"
     FETCHED=$set

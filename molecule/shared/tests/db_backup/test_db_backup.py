@@ -9,7 +9,15 @@ import re
 import time
 
 import pytest
-from backup_helpers import BACKUPS, DB_NAME, PASSWORD, files_holding, last_log_lines, sample_ps_during
+from backup_helpers import (
+    BACKUPS,
+    DB_NAME,
+    PASSWORD,
+    PostgreSQL,
+    files_holding,
+    last_log_lines,
+    sample_ps_during,
+)
 from installed_code import DB_BACKUP, not_as_shipped, shellcheck_values
 from shop_project import COMMANDS, HOME, quote
 
@@ -170,6 +178,49 @@ def test_verify_passes_on_a_good_backup(host, engine, run, fresh_backup):
     assert result.rc == 0, result.stderr
     assert "as in the manifest" in result.stderr
     assert not engine.database_exists("djangoops_verify_shop"), "the scratch database was left behind"
+
+
+WRITER_MARK = "written-during-the-dump"
+
+
+@pytest.fixture
+def writer(host, engine):
+    """Rows inserted into catalog_item one transaction at a time, as fast as the server takes
+    them, until the test ends; the rows are removed afterwards. Yields a row counter."""
+    now = "now()" if isinstance(engine, PostgreSQL) else "NOW(6)"
+    insert = f"INSERT INTO catalog_item (name, body, data, created) VALUES ('{WRITER_MARK}', 'x', '{{}}', {now});"
+    loop = f"yes {quote(insert)} | {engine.client_command()}"
+    host.run_expect([0], f"nohup timeout 120 bash -c {quote(loop)} >/dev/null 2>&1 &")
+
+    def rows():
+        return int(engine.sql("SELECT count(*) FROM catalog_item"))
+
+    deadline = time.monotonic() + 30
+    while rows() < 550 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    yield rows
+    # A bracket in the pattern, so that pkill's own shell (whose command line holds it) is spared.
+    pattern = f"[{WRITER_MARK[0]}]{WRITER_MARK[1:]}"
+    host.run(f"pkill -f {quote(pattern)}")
+    time.sleep(0.5)
+    engine.sql(f"DELETE FROM catalog_item WHERE name = '{WRITER_MARK}'")
+
+
+def test_the_manifest_counts_the_dumped_rows_while_writes_run(host, run, writer):
+    before = writer()
+    assert before >= 550, "the writer did not start"
+    result = run("backup_db.sh")
+    after = writer()
+    assert result.rc == 0, result.stderr
+    name = latest(host)
+    counted = next(v for k, v in manifest(host, name)["tables"].items() if k.endswith("catalog_item"))
+    # Rows were committed before the dump began, during it and after it: the manifest's count
+    # is the dump's own, strictly between the two.
+    assert before < counted < after, (before, counted, after)
+    # And it is the dump's: loaded into a scratch database, the file holds exactly those rows.
+    verify = run("verify_db.sh", name)
+    assert verify.rc == 0, verify.stderr
+    assert "as in the manifest" in verify.stderr
 
 
 @pytest.fixture
