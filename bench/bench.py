@@ -8,7 +8,8 @@ the molecule/bench scenario; it needs only the standard library (matplotlib for 
     bench.py report JSON... --markdown OUT [--png OUT] [--check]
 
 `measure` generates the database in the container, then runs rounds; each round
-backs up with every method and restores with the seed's and the project's, in an
+backs up with every method and restores with the seed's, the project's and
+django-dbbackup's, in an
 order that rotates from round to round, and checks after every restore that each
 table has the rows it had (the session rows, which the backups leave out, are put
 back afterwards so that every backup sees the same database).
@@ -36,14 +37,18 @@ TABLE_COLUMNS = {
     "blog_article": "id, uuid, author_id, title, slug, body, metadata, status, view_count, created_at, updated_at",
     "blog_comment": "id, article_id, author_id, body, metadata, created_at",
 }
-METHODS = ["seed", "project", "floor", "zstd"]
+METHODS = ["seed", "project", "dbbackup", "floor", "zstd"]
 LABELS = {
     "seed": "cookbook (seed)",
     "project": "project scripts",
+    "dbbackup": "django-dbbackup 5.4.0 (--compress)",
     "floor": "floor (dump → /dev/null)",
-    "zstd": "dump piped to zstd -3, no checks",
+    "zstd": "dump piped to zstd at the project's level, no checks",
 }
-RESTORED = ["seed", "project"]
+RESTORED = ["seed", "project", "dbbackup"]
+# django-dbbackup as its documentation runs it (`dbbackup --compress`, `dbrestore
+# --uncompress`), with django-admin from its virtualenv (bench/playbooks/prepare.yml).
+DBBACKUP = f"DJANGO_SETTINGS_MODULE=dbbackup_settings PYTHONPATH={IN_CONTAINER} {HOME}/dbbackup/env/bin/django-admin"
 # The project's scripts run with their defaults; the floor is the engine's own dump
 # with no compression, written nowhere.
 FLOOR = {
@@ -142,7 +147,7 @@ class Server:
 
 def copy_harness(server):
     server.run(f"rm -rf {IN_CONTAINER} && mkdir -p {IN_CONTAINER}")
-    for part in ("gen_data.py", "seed", "sql"):
+    for part in ("gen_data.py", "seed", "sql", "dbbackup_settings.py"):
         subprocess.run(["docker", "cp", str(HERE / part), f"{server.container}:{IN_CONTAINER}/"], check=True)
     server.run(f"chmod -R a+rX {IN_CONTAINER}")
 
@@ -225,14 +230,31 @@ def backup(server, method):
         lines = server.run(f"grep -h 'published ' {HOME}/logs/backup_db.log | tail -n 1", check=False).stdout
         found = re.search(r" in ([0-9.]+) s$", lines.strip())
         result["publish_s"] = float(found.group(1)) if found else None
+    elif method == "dbbackup":
+        server.run(f"rm -f {HOME}/dbbackup/backups/*", user="shop")
+        result = server.timed(f"{DBBACKUP} dbbackup --noinput --compress")
+        result["size_bytes"] = server.file_size(dbbackup_file(server))
     elif method == "zstd":
-        # What the project's pipeline costs without its checks: the same dump, compressed the same way.
-        result = server.timed(f"{floor_command(server.engine)} | zstd -q -3 -T0 >{HOME}/bench-dump.zst")
+        # What the project's pipeline costs without its checks: the same dump, compressed the
+        # way the installed scripts compress (their level and threads, from their db.conf).
+        result = server.timed(
+            f". {HOME}/commands/lib/db.conf && {floor_command(server.engine)} "
+            f'| zstd -q -c "-$ZSTD_LEVEL" "-T$THREADS" --rsyncable >{HOME}/bench-dump.zst'
+        )
         result["size_bytes"] = server.file_size(f"{HOME}/bench-dump.zst")
     else:
         command = floor_command(server.engine)
         result = server.timed(f"{command} >/dev/null")
     return result
+
+
+def dbbackup_file(server):
+    """The one backup django-dbbackup wrote (its .metadata file beside it is not the backup)."""
+    names = server.run(f"ls {HOME}/dbbackup/backups", user="shop").stdout.split()
+    backups = [n for n in names if not n.endswith(".metadata")]
+    if len(backups) != 1:
+        raise RuntimeError(f"expected one django-dbbackup backup, found {names}")
+    return f"{HOME}/dbbackup/backups/{backups[0]}"
 
 
 def mark(server):
@@ -248,11 +270,18 @@ def mark(server):
 def restore(server, method):
     if method == "seed":
         result = server.timed(f"{IN_CONTAINER}/seed/{SEED[server.engine][1]}")
+    elif method == "dbbackup":
+        name = dbbackup_file(server).rsplit("/", 1)[1]
+        result = server.timed(f"{DBBACKUP} dbrestore --noinput --uncompress --input-filename {shlex.quote(name)}")
     else:
         result = server.timed("commands/restore_db.sh latest --yes --quiet")
         lines = server.run(f"grep -h 'restored .* into database' {HOME}/logs/restore_db.log | tail -n 1").stdout
         found = re.search(r"\(([0-9.]+) s\)", lines)
         result["load_s"] = float(found.group(1)) if found else None
+        # The safety backup of what the live database held, taken after the swap.
+        lines = server.run(f"grep -h 'published .*_safety' {HOME}/logs/restore_db.log | tail -n 1", check=False).stdout
+        found = re.search(r" in ([0-9.]+) s$", lines.strip())
+        result["safety_s"] = float(found.group(1)) if found else None
     return result
 
 
@@ -474,6 +503,15 @@ def summarize(run):
         "restore load phase, project/seed": paired(
             col("project", "restore", "load_s"), col("seed", "restore", "wall_s")
         ),
+        "backup time, project/django-dbbackup": paired(
+            col("project", "backup", "wall_s"), col("dbbackup", "backup", "wall_s")
+        ),
+        "backup size, project/django-dbbackup": paired(
+            col("project", "backup", "size_bytes"), col("dbbackup", "backup", "size_bytes")
+        ),
+        "restore time, project/django-dbbackup": paired(
+            col("project", "restore", "wall_s"), col("dbbackup", "restore", "wall_s")
+        ),
     }
     return col, ratios
 
@@ -481,8 +519,10 @@ def summarize(run):
 TARGETS = [
     ("backup time, project/seed", 0.2, "backup at least 5x faster than the seed's"),
     ("backup size, project/seed", 1.1, "backup no more than 1.1x the seed's size"),
-    ("backup time, project/floor", 2.0, "backup within 2x of the floor"),
+    ("backup time, project/floor", 1.5, "backup within 1.5x of the floor"),
     ("restore time, project/seed", 0.7, "restore at most 0.7x the seed's time"),
+    ("backup time, project/django-dbbackup", 1.0, "backup ahead of django-dbbackup"),
+    ("restore time, project/django-dbbackup", 1.0, "restore ahead of django-dbbackup"),
 ]
 
 
@@ -509,6 +549,8 @@ def report(args):
             restore = spread(col(method, "restore", "wall_s"), "{:.1f}") if method in RESTORED else "—"
             if method == "project" and any(col(method, "restore", "load_s")):
                 restore += f"; load phase {spread(col(method, 'restore', 'load_s'), '{:.1f}')}"
+            if method == "project" and any(col(method, "restore", "safety_s")):
+                restore += f"; safety backup {spread(col(method, 'restore', 'safety_s'), '{:.1f}')}"
             lines.append(
                 f"| {run['engine']} | {LABELS[method]} | {spread(col(method, 'backup', 'wall_s'), '{:.1f}')} | "
                 f"{spread(col(method, 'backup', 'cpu_s'), '{:.1f}')} | "
@@ -568,7 +610,8 @@ def report(args):
             f"{'yes' if run['restores_ok'] else 'NO'} (checked against a marker row added and three rows "
             f"deleted before each restore); error lines printed by the restores: "
             f"seed {sum(r.get('output_errors', 0) for r in run['results']['seed']['restore'])}, "
-            f"project {sum(r.get('output_errors', 0) for r in run['results']['project']['restore'])}."
+            f"project {sum(r.get('output_errors', 0) for r in run['results']['project']['restore'])}, "
+            f"django-dbbackup {sum(r.get('output_errors', 0) for r in run['results']['dbbackup']['restore'])}."
         )
     out += ["", *lines, "", "Ratios and targets (lower is better):", "", *ratio_lines, ""]
     if offsite_runs:
@@ -656,8 +699,8 @@ def chart(runs, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
-    colors = {"seed": "#b0b0b0", "project": "#2b7bba", "floor": "#6ab04c", "zstd": "#9ccf7f"}
-    width = 0.2
+    colors = {"seed": "#b0b0b0", "project": "#2b7bba", "dbbackup": "#e08a3c", "floor": "#6ab04c", "zstd": "#9ccf7f"}
+    width = 0.16
     for ax, run in zip(axes[0], runs, strict=False):
         col, _ratios = summarize(run)
         groups = ["backup", "restore"]
@@ -669,7 +712,7 @@ def chart(runs, path):
                 meds.append(m)
                 errs[0].append(m - min(vals) if vals else 0)
                 errs[1].append(max(vals) - m if vals else 0)
-            xs = [g + (i - 1.5) * width for g in range(len(groups))]
+            xs = [g + (i - (len(METHODS) - 1) / 2) * width for g in range(len(groups))]
             ax.bar(xs, meds, width, yerr=errs, capsize=3, color=colors[method], label=LABELS[method])
             if method == "project":
                 loads = [v for v in col(method, "restore", "load_s") if v is not None]
