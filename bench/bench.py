@@ -237,9 +237,12 @@ def backup(server, method):
     elif method == "zstd":
         # What the project's pipeline costs without its checks: the same dump, compressed the
         # way the installed scripts compress (their level and threads, from their db.conf).
+        # (--rsyncable only with an off-site repository, as the scripts decide.)
         result = server.timed(
-            f". {HOME}/commands/lib/db.conf && {floor_command(server.engine)} "
-            f'| zstd -q -c "-$ZSTD_LEVEL" "-T$THREADS" --rsyncable >{HOME}/bench-dump.zst'
+            f". {HOME}/commands/lib/db.conf && . {HOME}/commands/lib/offsite.conf && "
+            "rsyncable=() && { [[ ${#OFFSITE_REPOS[@]} == 0 ]] || rsyncable=(--rsyncable); } && "
+            f"{floor_command(server.engine)} "
+            f'| zstd -q -c "-$ZSTD_LEVEL" "-T$THREADS" "${{rsyncable[@]}}" >{HOME}/bench-dump.zst'
         )
         result["size_bytes"] = server.file_size(f"{HOME}/bench-dump.zst")
     else:
