@@ -701,7 +701,7 @@ def chart(runs, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 5.0), squeeze=False)
     colors = {"seed": "#b0b0b0", "project": "#2b7bba", "dbbackup": "#e08a3c", "floor": "#6ab04c", "zstd": "#9ccf7f"}
     width = 0.16
     for ax, run in zip(axes[0], runs, strict=False):
@@ -731,8 +731,10 @@ def chart(runs, path):
         ax.set_xticks(range(len(groups)), groups)
         ax.set_ylabel("wall time, s (median, min-max)")
         ax.set_title(f"{run['engine']}, {run['raw_dump_bytes'] / 2**20:.0f} MiB dump, {run['rounds']} rounds")
-        ax.legend()
-    fig.tight_layout()
+    # One legend for both engines, below the plots, where it hides no bar.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=110)
 
 
