@@ -9,10 +9,10 @@ the molecule/bench scenario; it needs only the standard library (matplotlib for 
 
 `measure` generates the database in the container, then runs rounds; each round
 backs up with every method and restores with the seed's, the project's and
-django-dbbackup's, in an
-order that rotates from round to round, and checks after every restore that each
-table has the rows it had (the session rows, which the backups leave out, are put
-back afterwards so that every backup sees the same database).
+django-dbbackup's, in an order that rotates from round to round, and checks after
+every restore that each table has the rows it had (the session rows, which the
+backups leave out, are put back afterwards so that every backup sees the same
+database).
 """
 
 import argparse

@@ -138,7 +138,6 @@ engine_count_stream() { python3 "$MANIFEST_TOOL" count mysql; }
 # START TRANSACTION WITH CONSISTENT SNAPSHOT is its alone): the rows are counted
 # from the dump as it is written.
 engine_counts_in_snapshot() { return 1; }
-engine_snapshot_abandon() { :; }
 
 engine_manifest_fields() {
   local info cs coll version

@@ -159,6 +159,13 @@ engine_count_stream() { python3 "$MANIFEST_TOOL" count postgresql; }
 # for pg_dump alone, never in a circle through this script.
 engine_counts_in_snapshot() { [[ $POSTGRESQL_FORMAT == custom ]]; }
 
+# Every table's name (as pg_dump names it) and row count, for a SELECT: what the
+# snapshot counts for the manifest and what a test restore is compared with.
+PG_TABLE_ROWS="format('%I.%I', n.nspname, c.relname),
+       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'"
+
 DUMP_SNAPSHOT=""
 SNAP_PROCESS=""
 SNAP_COUNTER=""
@@ -174,13 +181,10 @@ engine_snapshot_begin() {
     die "$EXIT_DB_UNAVAILABLE" "could not take a snapshot of database \"$db\" to dump: $(tail -n 2 "$RUN_DIR/snapshot.err" | tr '\n' ' ')"
   fi
   PGDATABASE=$db psql -X -q -tA -F $'\t' -v ON_ERROR_STOP=1 -v snapshot="$DUMP_SNAPSHOT" \
-    >"$RUN_DIR/snapshot.tsv" 2>"$RUN_DIR/count.err" <<'SQL' &
+    >"$RUN_DIR/snapshot.tsv" 2>"$RUN_DIR/count.err" <<SQL &
 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
 SET TRANSACTION SNAPSHOT :'snapshot';
-SELECT c.oid, format('%I.%I', n.nspname, c.relname),
-       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%';
+SELECT c.oid, $PG_TABLE_ROWS;
 COMMIT;
 SQL
   SNAP_COUNTER=$!
@@ -357,11 +361,5 @@ engine_load() {
 
 # TSV of "schema.table<TAB>rows", named as pg_dump names them.
 engine_count_rows() {
-  psql_on "$1" -tA -F $'\t' <<'SQL'
-SELECT format('%I.%I', n.nspname, c.relname),
-       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
-ORDER BY 1;
-SQL
+  psql_on "$1" -tA -F $'\t' <<<"SELECT $PG_TABLE_ROWS ORDER BY 1;"
 }
