@@ -239,7 +239,7 @@ def backup(server, method):
         # way the installed scripts compress (their level and threads, from their db.conf).
         # (--rsyncable only with an off-site repository, as the scripts decide.)
         result = server.timed(
-            f". {HOME}/commands/lib/db.conf && . {HOME}/commands/lib/offsite.conf && "
+            ". /etc/djangoops/shop/db.conf && . /etc/djangoops/shop/offsite.conf && "
             "rsyncable=() && { [[ ${#OFFSITE_REPOS[@]} == 0 ]] || rsyncable=(--rsyncable); } && "
             f"{floor_command(server.engine)} "
             f'| zstd -q -c "-$ZSTD_LEVEL" "-T$THREADS" "${{rsyncable[@]}}" >{HOME}/bench-dump.zst'

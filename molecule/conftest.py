@@ -5,7 +5,7 @@ in modules the tests import by name (shop_project, backup_helpers, ...), never i
 conftest.py: pytest imports each of them as the one module name `conftest`."""
 
 import pytest
-from shop_project import COMMANDS, quote
+from shop_project import ENGINE_BIN, quote
 
 
 @pytest.fixture(scope="module")
@@ -15,10 +15,12 @@ def variables(host):
 
 @pytest.fixture
 def run(host):
-    """Runs a script from commands/ as root (the scripts switch to the project user)."""
+    """Runs a command as root, by its root-owned entry point (as the playbooks do: root
+    never runs what commands/ holds, which the project user can replace); the command
+    switches to the project user before it reads anything that user can write."""
 
     def _run(script, *args, stdin=None):
-        command = " ".join([f"{COMMANDS}/{script}", *(quote(a) for a in args)])
+        command = " ".join([f"{ENGINE_BIN}/{script}", *(quote(a) for a in args)])
         if stdin is None:
             command += " </dev/null"
         else:

@@ -164,6 +164,98 @@ BLOG = {
 }
 
 
+# Everything the project user can write that the commands, or code of the previous layout,
+# might run or source: a site running as that user could plant code in any of them.
+PLANTED_LOG = "/home/shop/logs/planted.log"
+PLANT_PLACES = (
+    [
+        f"/home/shop/commands/{name}.sh"
+        for name in (
+            "backup_db",
+            "restore_db",
+            "verify_db",
+            "list_db_backups",
+            "push_db_backups",
+            "fetch_db_backup",
+            "check_offsite",
+            "clear_sessions",
+        )
+    ]
+    + [
+        f"/home/shop/commands/lib/{name}"
+        for name in (
+            "common.sh",
+            "db.sh",
+            "db.conf",
+            "project.conf",
+            "offsite.sh",
+            "offsite.conf",
+            "engine_postgresql.sh",
+            "engine_mysql.sh",
+            "jobs.sh",
+            "jobs.conf",
+            "db_command.sh",
+        )
+    ]
+    + ["/home/shop/.bashrc", "/home/shop/.profile", "/home/shop/.bash_profile"]
+)
+
+
+SAVED = "/root/planted-saved.tar"
+SAVED_PATHS = "home/shop/commands home/shop/.bashrc home/shop/.profile home/shop/.bash_profile"
+
+
+def plant(server):
+    """Plants, as the project user, a shell script in every place of PLANT_PLACES that
+    appends its uid and its own path to PLANTED_LOG when anything runs or sources it; what
+    was there is kept in SAVED, to be put back."""
+    server.run_expect([0], f"rm -f {PLANTED_LOG} && tar -C / -cpf {SAVED} --ignore-failed-read {SAVED_PATHS}")
+    server.run_expect([0], "rm -f /home/shop/commands/*.sh")
+    code = f'#!/bin/sh\necho "$(id -u) $0" >> {PLANTED_LOG}\n'
+    for place in PLANT_PLACES:
+        result = server.run(
+            "runuser -u shop -- sh -c %s - %s %s",
+            'mkdir -p "${1%/*}" && printf %s "$2" > "$1" && chmod 0755 "$1"',
+            place,
+            code,
+        )
+        assert result.rc == 0, result.stderr
+
+
+def unplant(server):
+    server.run_expect([0], "rm -rf /home/shop/commands/* " + " ".join(PLANT_PLACES[-3:]))
+    server.run_expect([0], f"tar -C / -xpf {SAVED} && rm -f {SAVED}")
+
+
+def test_code_the_project_user_plants_never_runs_as_root(host, mariadb):
+    """The playbooks start root's own entry points, which become the project user before
+    they read anything that user can write; the timers run their commands as that user.
+    Code planted in commands/, in the previous layout's commands/lib and in the shell's
+    start-up files is never run by root: what did run of it (the timers' links) ran as
+    the project user."""
+    for server in (host, mariadb):
+        plant(server)
+    try:
+        rc, out = playbook("backup.yml")
+        assert rc == 0, out
+        rc, out = playbook("verify.yml")
+        assert rc == 0, out
+        rc, out = playbook("restore.yml", "-e", f"target={PG_HOST}", "-e", "confirm_database=shop")
+        assert rc == 0, out
+        assert "restored shop_" in out, out
+        # The MariaDB server schedules with systemd: its units start commands/<job>.sh.
+        mariadb.run_expect([0], "systemctl start djangoops-shop-backup_db.service")
+        logs = {server.backend.get_hostname(): server.run(f"cat {PLANTED_LOG}").stdout for server in (host, mariadb)}
+    finally:
+        for server in (host, mariadb):
+            unplant(server)
+    shop_uid = host.run_expect([0], "id -u shop").stdout.strip()
+    lines = [line for text in logs.values() for line in text.splitlines()]
+    assert not [line for line in lines if line.split()[0] == "0"], logs
+    # What the timer started ran, as the project user: the plant was live, and harmless.
+    assert f"{shop_uid} /home/shop/commands/backup_db.sh" in logs[MARIADB_HOST], logs
+
+
 def test_a_second_project_on_the_same_server_gets_its_own_everything(host, tmp_path):
     """One more inventory entry pointing at the PostgreSQL server: site.yml gives the
     blog project its own user, scripts, credentials, backups and cron file, and leaves

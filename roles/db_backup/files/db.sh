@@ -1,19 +1,19 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2016 # psql's :"var" and the Python below are literal on purpose
 # djangoops.maintenance (role db_backup): the database library, installed as
-# commands/lib/db.sh: backup, restore, verify, list and the off-site commands
+# /usr/local/lib/djangoops/PROJECT/lib/db.sh: backup, restore, verify, list and the off-site commands
 # for PostgreSQL and MySQL/MariaDB. A static file, the same for every project:
-# the project's values are in lib/db.conf (and lib/offsite.conf), rendered by
+# the project's values are in CONF_DIR/db.conf (and offsite.conf), rendered by
 # the role; the engine's functions are lib/engine_<engine>.sh, chosen here from
 # DB_ENGINE; the credentials source (vars or django) is chosen the same way.
-# Sourced by the command scripts (lib/db_command.sh, installed under each
-# command's name), which set LIB_DIR and SCRIPT_NAME first.
+# Sourced by the entry points (bin/<command>.sh, db_command.sh installed under
+# each command's name), which set LIB_DIR, CONF_DIR and SCRIPT_NAME first and
+# already run as the project user.
 
-LIB_DIR=${LIB_DIR:-${BASH_SOURCE[0]%/*}} # see common.sh
 # shellcheck source=roles/project/files/common.sh
 source "$LIB_DIR/common.sh"
 # shellcheck source=/dev/null
-source "$LIB_DIR/db.conf"
+source "$CONF_DIR/db.conf"
 HEALTHCHECK_URL=${HEALTHCHECK_URLS[$SCRIPT_NAME]-}
 MANIFEST_TOOL="$LIB_DIR/backup_manifest.py"
 LOCK_FILE="$BACKUPS_DIR/.lock"
@@ -42,13 +42,13 @@ declare -a PROTECTED=()
 
 # Off-site copies: the repositories (offsite.conf) and the code (offsite.sh).
 # shellcheck source=/dev/null
-source "$LIB_DIR/offsite.conf"
+source "$CONF_DIR/offsite.conf"
 # shellcheck source=roles/db_backup/files/offsite.sh
 source "$LIB_DIR/offsite.sh"
 
 case $DB_ENGINE in
   postgresql | mysql) ;;
-  *) die "$EXIT_CONFIG" "DB_ENGINE in $LIB_DIR/db.conf is '$DB_ENGINE', not postgresql or mysql" ;;
+  *) die "$EXIT_CONFIG" "DB_ENGINE in $CONF_DIR/db.conf is '$DB_ENGINE', not postgresql or mysql" ;;
 esac
 # shellcheck source=roles/db_backup/files/engine_postgresql.sh
 source "$LIB_DIR/engine_$DB_ENGINE.sh"
@@ -102,7 +102,7 @@ load_credentials() {
   case $CREDENTIALS_SOURCE in
     django) load_credentials_from_django ;;
     vars) load_credentials_from_file ;;
-    *) die "$EXIT_CONFIG" "CREDENTIALS_SOURCE in $LIB_DIR/db.conf is '$CREDENTIALS_SOURCE', not vars or django" ;;
+    *) die "$EXIT_CONFIG" "CREDENTIALS_SOURCE in $CONF_DIR/db.conf is '$CREDENTIALS_SOURCE', not vars or django" ;;
   esac
 }
 

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # ENGINE_* are read by lib/db.sh, which sources this file
 # shellcheck disable=SC2016 # backquoted identifiers are literal on purpose
-# djangoops.maintenance (role db_backup): commands/lib/engine_mysql.sh, the engine_*
+# djangoops.maintenance (role db_backup): lib/engine_mysql.sh, the engine_*
 # functions of lib/db.sh for MySQL/MariaDB, which sources this file when DB_ENGINE is mysql.
 # --- engine: MySQL / MariaDB ---------------------------------------------------------
 # Host, port, user and password travel in an option file given with

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # ENGINE_* are read by lib/db.sh, which sources this file
-# djangoops.maintenance (role db_backup): commands/lib/engine_postgresql.sh, the engine_*
+# djangoops.maintenance (role db_backup): lib/engine_postgresql.sh, the engine_*
 # functions of lib/db.sh for PostgreSQL, which sources this file when DB_ENGINE is postgresql.
 # --- engine: PostgreSQL ------------------------------------------------------------
 # Connection parameters travel in PG* environment variables (exact, no quoting

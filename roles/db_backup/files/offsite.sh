@@ -2,7 +2,7 @@
 # shellcheck disable=SC2034 # FETCHED is read by db.sh, which sources this file
 # Off-site copies of the backup sets, with restic: push, list, fetch and check.
 #
-# Sourced by db.sh after lib/offsite.conf (the values: which repositories, how
+# Sourced by db.sh after CONF_DIR/offsite.conf (the values: which repositories, how
 # to reach them) and common.sh (logging, exit codes, RUN_DIR). Every secret
 # stays in a 0600 file of $OFFSITE_DIR and reaches restic through the
 # environment or a file name, never a command line:

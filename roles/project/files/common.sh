@@ -1,20 +1,18 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # the exit codes are for the scripts that source this file
-# djangoops.maintenance (role project): the library every maintenance script in
-# a project's commands/ sources, from commands/lib/common.sh: logging with
-# timestamps, timing, exit codes, a lock, clean-up on exit, health-check pings
-# and Prometheus textfile metrics. A static file, the same for every project:
-# the project's values are in lib/project.conf, rendered by the role. The
-# script that sources it sets LIB_DIR (the directory of this file) and
-# SCRIPT_NAME, and may set HEALTHCHECK_URL.
+# djangoops.maintenance (role project): the library every maintenance script
+# sources, installed root-owned as /usr/local/lib/djangoops/PROJECT/lib/common.sh:
+# logging with timestamps, timing, exit codes, a lock, clean-up on exit,
+# health-check pings and Prometheus textfile metrics. A static file, the same
+# for every project: the project's values are in CONF_DIR/project.conf
+# (/etc/djangoops/PROJECT), rendered by the role. The entry point that sources
+# it sets LIB_DIR (the directory of this file), CONF_DIR and SCRIPT_NAME, runs
+# as the project user already, and may set HEALTHCHECK_URL.
 
-# The directory of this file, unless the script set it: a script of the
-# previous (templated) layout, still running while an upgrade installs these
-# files, sources this one by its full path and sets no LIB_DIR.
-LIB_DIR=${LIB_DIR:-${BASH_SOURCE[0]%/*}}
+: "${LIB_DIR:?LIB_DIR must be set before sourcing common.sh}" "${CONF_DIR:?CONF_DIR must be set before sourcing common.sh}"
 # PROJECT_NAME PROJECT_USER PROJECT_HOME COMMANDS_DIR BACKUPS_DIR LOGS_DIR METRICS_DIR
 # shellcheck source=/dev/null
-source "$LIB_DIR/project.conf"
+source "$CONF_DIR/project.conf"
 
 # Exit codes, the same for every script (README: "Exit codes").
 readonly EXIT_OK=0
@@ -91,13 +89,11 @@ human_duration() {
 
 # --- identity, lock, clean-up --------------------------------------------------
 
-# The scripts write files the project user must own: run as that user, and
-# switch to it when started as root.
+# The scripts write files the project user must own, and run as that user
+# (the entry point switches to it when started as root, before it sources
+# this file).
 run_as_project_user() {
   [[ $(id -un) == "$PROJECT_USER" ]] && return 0
-  if ((EUID == 0)); then
-    exec runuser -u "$PROJECT_USER" -- "$0" "$@"
-  fi
   die "$EXIT_USAGE" "run this as $PROJECT_USER (or root), not $(id -un)"
 }
 

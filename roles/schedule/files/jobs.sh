@@ -1,17 +1,16 @@
 # shellcheck shell=bash
 # djangoops.maintenance (role schedule): the library of the scheduled job
-# scripts, installed as commands/lib/jobs.sh. Each job script (lib/job.sh,
-# installed as commands/<job>.sh) runs the job's command, logs each line it
+# scripts, installed root-owned in /usr/local/lib/djangoops/PROJECT/lib. Each
+# job's entry point (job.sh, installed as bin/<job>.sh) runs the job's command, logs each line it
 # prints to logs/<job>.log with a timestamp, pings and writes metrics through
 # common.sh, and exits 12 when the command fails. A static file, the same for
 # every project: the values (the project's paths, each job's command, container
-# and health check) are in lib/jobs.conf, rendered by the role.
+# and health check) are in CONF_DIR/jobs.conf, rendered by the role.
 
-LIB_DIR=${LIB_DIR:-${BASH_SOURCE[0]%/*}} # see common.sh
 # shellcheck source=roles/project/files/common.sh
 source "$LIB_DIR/common.sh"
 # shellcheck source=/dev/null
-source "$LIB_DIR/jobs.conf"
+source "$CONF_DIR/jobs.conf"
 export DJANGO_SETTINGS_MODULE
 HEALTHCHECK_URL=${JOB_HEALTHCHECK_URL[$SCRIPT_NAME]-}
 
@@ -60,9 +59,9 @@ run_job() {
 }
 
 # run_named_job: the job the script was installed as (SCRIPT_NAME), as
-# lib/jobs.conf describes it.
+# CONF_DIR/jobs.conf describes it.
 run_named_job() {
   [[ -v "JOB_COMMAND[$SCRIPT_NAME]" ]] ||
-    die "$EXIT_CONFIG" "$SCRIPT_NAME is not a job of $LIB_DIR/jobs.conf (schedule_jobs)"
+    die "$EXIT_CONFIG" "$SCRIPT_NAME is not a job of $CONF_DIR/jobs.conf (schedule_jobs)"
   run_job "${JOB_CONTAINER[$SCRIPT_NAME]-}" "${JOB_COMMAND[$SCRIPT_NAME]}"
 }

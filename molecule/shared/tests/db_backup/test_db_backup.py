@@ -31,8 +31,8 @@ def latest(host):
 
 
 def test_the_code_is_the_repositorys_and_the_rendered_values_are_shellcheck_clean(host):
-    assert not_as_shipped(host, COMMANDS, DB_BACKUP) == []
-    result = shellcheck_values(host, COMMANDS, ["project.conf", "db.conf", "offsite.conf"])
+    assert not_as_shipped(host, DB_BACKUP) == []
+    result = shellcheck_values(host, ["project.conf", "db.conf", "offsite.conf"])
     assert result.rc == 0, result.stdout + result.stderr
 
 

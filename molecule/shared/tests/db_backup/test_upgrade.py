@@ -1,35 +1,41 @@
-"""The code as static files and the values as rendered ones: what a server holds after a
-converge, whether it was fresh or had the previous version (the backup_postgresql scenario
-converges its servers with the last version whose scripts were templates first, and backs
-up with it: molecule/shared/playbooks/tasks/previous_version.yml)."""
+"""What a server holds after a converge, whether it was fresh or had the previous version
+(the backup_postgresql scenario converges its servers with the last version whose code
+and values lived in the project user's commands/lib first, and backs up with it:
+molecule/shared/playbooks/tasks/previous_version.yml). The code and values are root's
+now; commands/ holds only links to the entry points."""
 
 import re
 
 import pytest
 from backup_helpers import BACKUPS
-from installed_code import DB_BACKUP
+from installed_code import CONFIG, DB_BACKUP, DB_COMMANDS, ENGINE
 from shop_project import COMMANDS
 
 PREVIOUS = "/root/previous-version"
-VALUES = ("lib/project.conf", "lib/db.conf", "lib/offsite.conf")
+VALUES = ("project.conf", "db.conf", "offsite.conf")
 
 
-def test_commands_hold_exactly_this_versions_files(host):
-    """Nothing the previous version wrote is left behind, and nothing is missing."""
-    listing = host.run_expect([0], f"cd {COMMANDS} && find . -mindepth 1 -not -type d | sort").stdout.split()
-    assert listing == sorted(f"./{name}" for name in (*DB_BACKUP, *VALUES))
+def listing(host, directory):
+    return host.run_expect([0], f"cd {directory} && find . -mindepth 1 -not -type d | sort").stdout.split()
 
 
-def test_a_script_of_the_previous_version_runs_on_this_library(host):
-    """A job started during the upgrade runs the old (templated) script, which sources the
-    library by its full path with no LIB_DIR: the new library must serve it."""
-    if not host.file(PREVIOUS).exists:
-        pytest.skip("this server was not converged with the previous version first")
-    before = host.run(f"readlink {BACKUPS}/latest").stdout.strip()
-    result = host.run("/opt/previous-version-scripts/backup_db.sh </dev/null")
-    assert result.rc == 0, result.stderr
-    after = host.run(f"readlink {BACKUPS}/latest").stdout.strip()
-    assert after and after != before
+def test_commands_holds_only_links_to_this_versions_entry_points(host):
+    """Nothing the previous version wrote is left behind (its lib/ was the project user's,
+    sourced by root), and nothing is missing."""
+    assert listing(host, COMMANDS) == sorted(f"./{name}.sh" for name in DB_COMMANDS)
+    links = host.run_expect([0], f"find {COMMANDS} -mindepth 1 -type l -printf '%f %l\\n'").stdout.splitlines()
+    assert sorted(links) == sorted(f"{name}.sh {ENGINE}/bin/{name}.sh" for name in DB_COMMANDS)
+
+
+def test_roots_directories_hold_exactly_this_versions_files(host):
+    assert listing(host, ENGINE) == sorted(f"./{name}" for name in DB_BACKUP)
+    assert listing(host, CONFIG) == sorted(f"./{name}" for name in VALUES)
+    modes = host.run_expect([0], f"stat -c '%U:%G %a %n' {ENGINE} {ENGINE}/bin {ENGINE}/lib {CONFIG} {CONFIG}/*")
+    assert sorted(modes.stdout.splitlines()) == sorted(
+        [f"root:root 755 {ENGINE}{sub}" for sub in ("", "/bin", "/lib")]
+        + [f"root:shop 750 {CONFIG}"]
+        + [f"root:shop 640 {CONFIG}/{name}" for name in VALUES]
+    )
 
 
 def test_a_set_the_previous_version_took_verifies_and_restores(host, run, engine):

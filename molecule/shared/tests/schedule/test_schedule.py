@@ -72,9 +72,9 @@ def _skip_other_backend(request, backend):
 
 
 def test_the_job_code_is_the_repositorys_and_the_rendered_values_are_shellcheck_clean(host):
-    jobs = {f"{name}.sh": "roles/schedule/files/job.sh" for name in ("clear_sessions", "probe")}
-    assert not_as_shipped(host, COMMANDS, {**SCHEDULE, **jobs}) == []
-    result = shellcheck_values(host, COMMANDS, ["project.conf", "jobs.conf"])
+    jobs = {f"bin/{name}.sh": "roles/schedule/files/job.sh" for name in ("clear_sessions", "probe")}
+    assert not_as_shipped(host, {**SCHEDULE, **jobs}) == []
+    result = shellcheck_values(host, ["project.conf", "jobs.conf"])
     assert result.rc == 0, result.stdout + result.stderr
 
 
