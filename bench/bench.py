@@ -216,6 +216,16 @@ def reset_sessions(server):
         server.run(load_table(server, "django_session"))
 
 
+# The compressor's flags as the installed commands choose them (database.json, offsite.json).
+ZSTD_FLAGS = """
+import json
+database = json.load(open("/etc/djangoops/shop/database.json"))
+offsite = json.load(open("/etc/djangoops/shop/offsite.json"))
+flags = [f"-{database['zstd_level']}", f"-T{database['threads']}"]
+print(" ".join(flags + (["--rsyncable"] if offsite["repositories"] else [])))
+"""
+
+
 def backup(server, method):
     if method == "seed":
         script, _restore_script, latest = SEED[server.engine]
@@ -236,14 +246,10 @@ def backup(server, method):
         result["size_bytes"] = server.file_size(dbbackup_file(server))
     elif method == "zstd":
         # What the project's pipeline costs without its checks: the same dump, compressed the
-        # way the installed scripts compress (their level and threads, from their db.conf).
-        # (--rsyncable only with an off-site repository, as the scripts decide.)
-        result = server.timed(
-            ". /etc/djangoops/shop/db.conf && . /etc/djangoops/shop/offsite.conf && "
-            "rsyncable=() && { [[ ${#OFFSITE_REPOS[@]} == 0 ]] || rsyncable=(--rsyncable); } && "
-            f"{floor_command(server.engine)} "
-            f'| zstd -q -c "-$ZSTD_LEVEL" "-T$THREADS" "${{rsyncable[@]}}" >{HOME}/bench-dump.zst'
-        )
+        # way the installed commands compress (their level and threads, from database.json).
+        # (--rsyncable only with an off-site repository, as the commands decide.)
+        flags = server.run("python3 -", user="shop", stdin=ZSTD_FLAGS).stdout.strip()
+        result = server.timed(f"{floor_command(server.engine)} | zstd -q -c {flags} >{HOME}/bench-dump.zst")
         result["size_bytes"] = server.file_size(f"{HOME}/bench-dump.zst")
     else:
         command = floor_command(server.engine)

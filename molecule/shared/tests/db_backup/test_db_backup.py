@@ -18,7 +18,7 @@ from backup_helpers import (
     last_log_lines,
     sample_ps_during,
 )
-from installed_code import DB_BACKUP, not_as_shipped, shellcheck_values
+from installed_code import DB_BACKUP, not_as_shipped, values
 from shop_project import COMMANDS, HOME, quote
 
 
@@ -30,10 +30,15 @@ def latest(host):
     return host.run(f"readlink {BACKUPS}/latest").stdout.strip()
 
 
-def test_the_code_is_the_repositorys_and_the_rendered_values_are_shellcheck_clean(host):
+def test_the_code_is_the_repositorys_and_the_values_are_what_the_inventory_says(host, variables):
     assert not_as_shipped(host, DB_BACKUP) == []
-    result = shellcheck_values(host, ["project.conf", "db.conf", "offsite.conf"])
-    assert result.rc == 0, result.stdout + result.stderr
+    assert values(host, "project.json")["backups_dir"] == BACKUPS
+    database = values(host, "database.json")
+    assert (database["engine"], database["credentials_source"]) == (
+        variables["db_backup_engine"],
+        variables["db_backup_credentials_source"],
+    )
+    assert values(host, "offsite.json")["repositories"] == []
 
 
 def test_credentials_file_and_backup_directory_modes(host, variables):

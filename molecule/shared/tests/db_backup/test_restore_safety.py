@@ -184,7 +184,7 @@ def test_an_interrupted_restore_leaves_the_live_database(host, engine, run, othe
         time.sleep(0.2)
     else:
         pytest.fail("the restore never waited for the other session's lock")
-    host.run_expect([0], "pkill -TERM -u shop -f bin/restore_db.sh")
+    host.run_expect([0], "pkill -TERM -u shop -f restore_db.sh")
     for _i in range(150):
         rc = host.run("cat /root/restore.rc").stdout.strip()
         if rc:

@@ -12,11 +12,13 @@ from installed_code import CONFIG, DB_BACKUP, DB_COMMANDS, ENGINE
 from shop_project import COMMANDS
 
 PREVIOUS = "/root/previous-version"
-VALUES = ("project.conf", "db.conf", "offsite.conf")
+VALUES = ("project.json", "database.json", "offsite.json")
 
 
 def listing(host, directory):
-    return host.run_expect([0], f"cd {directory} && find . -mindepth 1 -not -type d | sort").stdout.split()
+    """The files under DIRECTORY (the byte-code cache left out: root's, made at install)."""
+    command = f"cd {directory} && find . -mindepth 1 -not -type d -not -name '*.pyc' | sort"
+    return host.run_expect([0], command).stdout.split()
 
 
 def test_commands_holds_only_links_to_this_versions_entry_points(host):
@@ -28,11 +30,15 @@ def test_commands_holds_only_links_to_this_versions_entry_points(host):
 
 
 def test_roots_directories_hold_exactly_this_versions_files(host):
-    assert listing(host, ENGINE) == sorted(f"./{name}" for name in DB_BACKUP)
+    # djangoops.sha256: the record of what the installed engine holds (a converge that would
+    # change nothing copies nothing).
+    assert listing(host, ENGINE) == sorted([*(f"./{name}" for name in DB_BACKUP), "./lib/djangoops.sha256"])
     assert listing(host, CONFIG) == sorted(f"./{name}" for name in VALUES)
-    modes = host.run_expect([0], f"stat -c '%U:%G %a %n' {ENGINE} {ENGINE}/bin {ENGINE}/lib {CONFIG} {CONFIG}/*")
+    modes = host.run_expect(
+        [0], f"stat -c '%U:%G %a %n' {ENGINE} {ENGINE}/bin {ENGINE}/lib {ENGINE}/lib/djangoops {CONFIG} {CONFIG}/*"
+    )
     assert sorted(modes.stdout.splitlines()) == sorted(
-        [f"root:root 755 {ENGINE}{sub}" for sub in ("", "/bin", "/lib")]
+        [f"root:root 755 {ENGINE}{sub}" for sub in ("", "/bin", "/lib", "/lib/djangoops")]
         + [f"root:shop 750 {CONFIG}"]
         + [f"root:shop 640 {CONFIG}/{name}" for name in VALUES]
     )

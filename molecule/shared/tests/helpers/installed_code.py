@@ -1,11 +1,11 @@
-"""The roles' shell and Python code is static (roles/*/files): on a server it must be the
-repository's files byte for byte, root's, in root's directory for the project
-(/usr/local/lib/djangoops/shop: entry points in bin/, what they source in lib/), and only
-the rendered values files (/etc/djangoops/shop/*.conf, also root's) differ from project to
-project. commands/ holds links to the entry points. The code itself is shellchecked in the
-lint step."""
+"""The commands' code is the collection's engine (engine/djangoops, and engine/command as every
+entry point): on a server it must be the repository's files byte for byte, root's, in root's
+directory for the project (/usr/local/lib/djangoops/shop: entry points in bin/, the package in
+lib/djangoops), and only the rendered values files (/etc/djangoops/shop/*.json, also root's)
+differ from project to project. commands/ holds links to the entry points."""
 
 import hashlib
+import json
 import os
 import shlex
 from pathlib import Path
@@ -13,7 +13,10 @@ from pathlib import Path
 ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 ENGINE = "/usr/local/lib/djangoops/shop"
 CONFIG = "/etc/djangoops/shop"
-PROJECT = {"lib/common.sh": "roles/project/files/common.sh"}
+PACKAGE = {
+    f"lib/{path.relative_to(ROOT / 'engine')}": str(path.relative_to(ROOT))
+    for path in sorted((ROOT / "engine/djangoops").rglob("*.py"))
+}
 DB_COMMANDS = (
     "backup_db",
     "restore_db",
@@ -23,14 +26,8 @@ DB_COMMANDS = (
     "fetch_db_backup",
     "check_offsite",
 )
-DB_BACKUP = {
-    **PROJECT,
-    **{f"lib/{name}": f"roles/db_backup/files/{name}" for name in ("db.sh", "engine_postgresql.sh", "engine_mysql.sh")},
-    "lib/offsite.sh": "roles/db_backup/files/offsite.sh",
-    "lib/backup_manifest.py": "roles/db_backup/files/backup_manifest.py",
-    **{f"bin/{name}.sh": "roles/db_backup/files/db_command.sh" for name in DB_COMMANDS},
-}
-SCHEDULE = {**PROJECT, "lib/jobs.sh": "roles/schedule/files/jobs.sh"}
+DB_BACKUP = {**PACKAGE, **{f"bin/{name}.sh": "engine/command" for name in DB_COMMANDS}}
+SCHEDULE = dict(PACKAGE)
 
 
 def not_as_shipped(host, files):
@@ -50,10 +47,6 @@ def not_as_shipped(host, files):
     ]
 
 
-def shellcheck_values(host, names):
-    """shellcheck on rendered values files in CONFIG (variables they define are for the code
-    that sources them: SC2034 is expected)."""
-    return host.run(
-        f"cd {CONFIG} && LC_ALL=C.UTF-8 shellcheck --shell=bash --exclude=SC2034 "
-        + " ".join(shlex.quote(n) for n in names)
-    )
+def values(host, name):
+    """The values file NAME of CONFIG, as the commands read it."""
+    return json.loads(host.file(f"{CONFIG}/{name}").content_string)

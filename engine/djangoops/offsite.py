@@ -1,0 +1,896 @@
+"""Off-site copies of the backup sets, with restic: push, list, fetch and check.
+
+Ported from roles/db_backup/files/offsite.sh and the off-site parts of db.sh
+(main_push, main_fetch, main_check_offsite, the OFF-SITE column of main_list),
+with the same restic invocations, tags, log lines and exit codes, so that
+repositories written by the shell version are read here and the other way
+round, and so that monitoring and people grepping the logs see what they saw.
+
+A set in a repository is one snapshot of its files (dump, checksums, manifest,
+media archive), tagged djangoops, set=NAME, sha256=SHA (of the dump) and
+kind=KIND, with host = the project name and the time the set was taken, so
+that restic's own retention (`forget --group-by host`) applies to sets.
+
+Every secret stays in a 0600 file of the off-site directory and reaches restic
+through its environment or a file name, never a command line:
+
+    password          the repository password (RESTIC_PASSWORD_FILE)
+    NAME.key          the SSH key of an ssh repository
+    NAME.known_hosts  its host key
+    NAME.s3           AWS_ACCESS_KEY_ID=... / AWS_SECRET_ACCESS_KEY=... of an s3 one
+
+What restic prints can quote them back (a URL with the key, a password echoed
+in an error), so every line taken from its output is redacted before it
+reaches the log or a message.
+
+The caller holds the locks: the off-site lock (.offsite.lock) around
+push_all, push_repo and check_all, which change or lock a repository; the
+backups lock (.lock) around fetch, which publishes into the backups directory
+or stages there. where() and sets() read with --no-lock and need neither.
+Nothing here writes the command's own job metrics: whether a failed push
+fails the command is the caller's decision.
+"""
+
+import atexit
+import calendar
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import time
+from typing import NamedTuple
+
+from . import manifest, metrics, sets
+from .config import Repository
+from .errors import Exit, Failure
+from .log import format_seconds, redact
+from .runner import CAPTURE, DEVNULL, CommandFailed
+
+RESTIC = "restic"
+TAG = "djangoops"
+# restic's progress lines once a minute: enough to see a push is alive in the
+# output file, few enough not to fill it.
+PROGRESS_FPS = "0.0166"
+# Not a *.partial name: remove_stale_partials of another command must not
+# take it while a fetch or a verify is using it.
+STAGING = ".fetch-staging"
+# A set dated more than this ahead of the clock was taken under a wrong clock.
+FUTURE_SECONDS = 86400
+# How long ssh may take to say why it cannot get in.
+SSH_PROBE_SECONDS = 30
+# zstd -t / gzip -t of a fetched file: bounded, never endless.
+TEST_SECONDS = 3600
+# What restic says when a lock blocks it (the quotes around `unlock` vary).
+STALE_LOCK = re.compile(r"unlock. command can be used")
+TIMEOUT_SETTING = "db_backup_offsite_timeout_seconds"
+# Lines of a multi-line password shorter than this are not redacted on their own.
+MIN_SECRET_LINE = 8
+# How much of a restic output file is read back: its end says how it went.
+TAIL_BYTES = 1 << 20
+
+# ssh's own words (refused, key, host key) and a full disk say more than the
+# restic error that follows them; then restic's Fatal line.
+SSH_WORDS = re.compile(
+    r"(^|rclone: )ssh: |Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION"
+    r"|[Nn]o space left|[Dd]isk quota"
+)
+RESTIC_WORDS = re.compile(r"^Fatal: |^error: |wrong password|no key found")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
+# restic prints nanoseconds; Python 3.11 reads at most microseconds everywhere.
+FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+class RepositoryError(Failure):
+    """A repository could not be reached, read or written. MESSAGE is the
+    warning line that says which one, what was being done and why."""
+
+    def __init__(self, repo, message):
+        super().__init__(Exit.OFFSITE_FAILED, message)
+        self.repo = repo
+
+
+class Push(NamedTuple):
+    """What push_repo did to one repository: OK when it holds every local set
+    now; PUSHED the sets sent, oldest first; MISSING the local sets it still
+    lacks (-1: it could not be read); ADDED bytes after deduplication."""
+
+    repo: str
+    ok: bool
+    pushed: tuple[str, ...]
+    missing: int
+    added: int
+    seconds: float
+
+
+class Where(NamedTuple):
+    """Which repositories hold each set (NAME@SHA256 -> "repo,repo", in the
+    configured order: the OFF-SITE column as offsite_where printed it), and
+    the repositories that could not be read: those are left out of HOLDERS,
+    which then says nothing about them."""
+
+    holders: dict[str, str]
+    unreadable: tuple[str, ...]
+
+
+def error_line(text):
+    """The line of restic's output that says what went wrong (offsite_error):
+    ssh's own words first, then restic's Fatal line, then the last line."""
+    lines = text.splitlines()
+    for pattern in (SSH_WORDS, RESTIC_WORDS):
+        found = [line for line in lines if pattern.search(line)]
+        if found:
+            return found[-1]
+    found = [line for line in lines if line.strip()]
+    return found[-1] if found else "no message"
+
+
+def snapshot_epoch(text):
+    """A restic time (RFC 3339, nanoseconds) in whole seconds since the epoch,
+    as `date -d TIME +%s` gave it. ValueError when it is not a time."""
+    moment = datetime.datetime.fromisoformat(FRACTION.sub(r"\1", text.replace("Z", "+00:00")))
+    return math.floor(moment.timestamp())
+
+
+def iec(size):
+    """SIZE in bytes as `numfmt --to=iec` writes it: 1024-based, rounded up,
+    one decimal below 10."""
+    size = int(size)
+    if size < 1024:
+        return str(size)
+    units = "KMGTPE"
+    power = 1
+    while power < len(units) and size >= 1024 ** (power + 1):
+        power += 1
+    while True:
+        scale = 1024**power
+        tenths = -(-size * 10 // scale)
+        if tenths < 100:
+            return f"{tenths // 10}.{tenths % 10}{units[power - 1]}"
+        whole = -(-size // scale)
+        if whole < 1024 or power == len(units):
+            return f"{whole}{units[power - 1]}"
+        power += 1  # 1023.1K rounds up to 1024K: that is 1.0M
+
+
+class Offsite:
+    """The off-site repositories of PROJECT (config.Project), as SETTINGS
+    (config.Offsite) describe them, reached through RUNNER and reported to LOG.
+    RUN_DIR is the run's private directory: restic's output files go there.
+
+    ENGINE (the database engine's name) is checked against a fetched set's
+    manifest; without it the manifest's own is taken, and the restore or test
+    restore that follows refuses a set of another engine. TEST_COMPRESSION
+    (path -> bool) replaces zstd -t / gzip -t through the runner. ON_EXIT
+    (path -> None, e.g. Context.cleanup_on_exit) removes a staged fetch when
+    the command ends; without it, the interpreter's exit does. CLOCK (seconds
+    since the epoch), MONOTONIC and WHICH are for tests."""
+
+    def __init__(
+        self,
+        runner,
+        log,
+        project,
+        settings,
+        run_dir,
+        *,
+        engine=None,
+        test_compression=None,
+        on_exit=None,
+        clock=time.time,
+        monotonic=time.monotonic,
+        which=shutil.which,
+    ):
+        self.runner = runner
+        self.log = log
+        self.project = project
+        self.settings = settings
+        self.run_dir = run_dir
+        self.engine = engine
+        self.test_compression = test_compression or self._test_compression
+        self.on_exit = on_exit
+        self.clock = clock
+        self.monotonic = monotonic
+        self.which = which
+        self.backups_dir = project.backups_dir
+        self.staging = os.path.join(project.backups_dir, STAGING)
+        self._deadlines = {}
+        self._exit_registered = False
+
+    # --- the repositories ------------------------------------------------------------------
+
+    @property
+    def repositories(self):
+        return self.settings.repositories
+
+    def repository(self, repo):
+        """REPO (a config.Repository, or the name of a configured one) as a
+        config.Repository; Failure(USAGE) for a name not configured."""
+        if isinstance(repo, Repository):
+            return repo
+        found = self.settings.repository(repo)
+        if found is None:
+            configured = " ".join(r.name for r in self.repositories) or "none"
+            raise Failure(Exit.USAGE, f"no off-site repository named '{repo}'; configured: {configured}")
+        return found
+
+    def require_restic(self):
+        if self.which(RESTIC) is None:
+            raise Failure(
+                Exit.CONFIG,
+                "restic is not installed, but off-site repositories are configured (db_backup_offsite_repositories)",
+            )
+
+    def ssh_command(self, repo):
+        """How restic reaches an ssh repository, as argv. restic splits the
+        rclone.program option at spaces, so no part may hold one."""
+        directory = self.settings.dir
+        if re.search(r"\s", directory):
+            raise Failure(
+                Exit.CONFIG,
+                f"the off-site directory {directory} holds a space, which restic's rclone.program cannot carry",
+            )
+        return [
+            "ssh",
+            "-i",
+            os.path.join(directory, f"{repo.name}.key"),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            f"UserKnownHostsFile={os.path.join(directory, f'{repo.name}.known_hosts')}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=15",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-p",
+            str(repo.port),
+            f"{repo.user}@{repo.host}",
+        ]
+
+    def _start(self, repo):
+        """One time limit per repository and run: every restic call against
+        REPO from now on shares what is left of it."""
+        deadline = self._deadlines[repo.name] = self.monotonic() + self.settings.timeout
+        return deadline
+
+    def _left(self, repo):
+        deadline = self._deadlines.get(repo.name) or self._start(repo)
+        # Past the deadline, a call still gets a second: it fails as timed out
+        # with restic's last words rather than not running at all.
+        return max(1.0, deadline - self.monotonic())
+
+    def _s3_keys(self, repo):
+        path = os.path.join(self.settings.dir, f"{repo.name}.s3")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise RepositoryError(
+                repo.name, f"off-site repository {repo.name}: its S3 keys cannot be read from {path} ({why})"
+            ) from None
+        keys = {}
+        # Every line, the last one too when it has no newline (the shell's
+        # `while read` loop dropped it).
+        for line in text.splitlines():
+            key, _eq, value = line.partition("=")
+            if key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                keys[key] = value.rstrip("\r")
+        if keys.get("AWS_SECRET_ACCESS_KEY"):
+            self.log.hide(keys["AWS_SECRET_ACCESS_KEY"])
+        return keys
+
+    def _secrets(self, repo):
+        """What must never be quoted from restic's output: the password, and
+        an s3 repository's secret key."""
+        found = []
+        try:
+            with open(os.path.join(self.settings.dir, "password"), encoding="utf-8", errors="replace") as f:
+                password = f.read()
+        except OSError:
+            password = ""
+        # restic takes the file's content trimmed of white space; a line of a
+        # longer one is hidden too, unless so short that hiding it would blank
+        # out ordinary words.
+        found.append(password.strip())
+        found.extend(line.strip() for line in password.splitlines() if len(line.strip()) >= MIN_SECRET_LINE)
+        if repo.type == "s3":
+            try:
+                found.append(self._s3_keys(repo).get("AWS_SECRET_ACCESS_KEY", ""))
+            except RepositoryError:
+                pass
+        return [secret for secret in found if secret]
+
+    def _run(self, repo, args, *, stdout=CAPTURE, cwd="/"):
+        """restic ARGS against REPO within what is left of its time. The
+        repository's address and keys go into restic's environment only.
+        Raises CommandFailed, or RepositoryError when the keys cannot be read."""
+        env = {
+            "RESTIC_PASSWORD_FILE": os.path.join(self.settings.dir, "password"),
+            "RESTIC_CACHE_DIR": os.path.join(self.project.home, ".cache", "restic"),
+            "RESTIC_PROGRESS_FPS": PROGRESS_FPS,
+        }
+        options = []
+        if repo.type == "ssh":
+            # The backup host's forced command decides what runs there (an
+            # append-only `rclone serve restic --stdio`): what restic asks ssh
+            # to run is ignored, so the repository is named by the key alone.
+            env["RESTIC_REPOSITORY"] = f"rclone:{repo.name}:"
+            options = ["-o", "rclone.program=" + " ".join(self.ssh_command(repo))]
+        else:
+            env["RESTIC_REPOSITORY"] = repo.url
+            env.update(self._s3_keys(repo))
+        return self.runner.run(
+            [RESTIC, *options, *args], env=env, stdout=stdout, cwd=cwd, timeout=self._left(repo), name=RESTIC
+        )
+
+    def _restic(self, repo, what, args, **kwargs):
+        """_run, a failure told as RepositoryError (WHAT: what was being done)."""
+        try:
+            return self._run(repo, args, **kwargs)
+        except CommandFailed as failed:
+            raise RepositoryError(repo.name, self._describe(repo, what, failed)) from None
+
+    def ssh_problem(self, repo):
+        """When ssh itself cannot get in (refused, key, host key): its own
+        words, asked for again, since restic may end before ssh says them.
+        None when ssh gets in, or says nothing."""
+        try:
+            self.runner.run(self.ssh_command(repo), stdout=DEVNULL, timeout=SSH_PROBE_SECONDS, name="ssh")
+        except CommandFailed as failed:
+            if failed.timed_out or failed.returncode != 255:
+                return None
+            lines = [line for line in failed.stderr.splitlines() if line.strip()]
+            return lines[-1] if lines else None
+        return None
+
+    def _describe(self, repo, what, failed, output=None):
+        """The warning for a restic run that failed (offsite_failed). OUTPUT
+        is what restic printed, when more than its stderr."""
+        secrets = self._secrets(repo)
+        text = redact(failed.stderr if output is None else output, secrets)
+        where = f"off-site repository {repo.name}: {what}"
+        if failed.timed_out:
+            last = f"; restic kept retrying after: {error_line(text)}" if text.strip() else ""
+            return f"{where} did not finish within {self.settings.timeout} s ({TIMEOUT_SETTING}){last}"
+        if failed.returncode is None:
+            # restic never ran (not installed, not executable).
+            return f"{where} failed: {redact(failed.reason(), secrets)}"
+        code = 128 + failed.signal if failed.signal is not None else failed.returncode
+        why = None
+        if repo.type == "ssh":
+            problem = self.ssh_problem(repo)
+            if problem:
+                # ssh starts some of its messages with its name already.
+                why = redact(problem if problem.startswith("ssh: ") else f"ssh: {problem}", secrets)
+        if why is None:
+            why = error_line(text)
+        return f"{where} failed (restic exit {code}): {why}"
+
+    # --- reading a repository --------------------------------------------------------------
+
+    def sets(self, repo):
+        """The sets REPO holds (manifest.Snapshot), oldest first. Raises
+        RepositoryError, whose message is the warning to log, when the
+        repository cannot be reached or read, or restic's answer cannot be
+        understood: a failed listing is never an empty one."""
+        repo = self.repository(repo)
+        self._start(repo)
+        return self._sets(repo)
+
+    def _sets(self, repo):
+        result = self._restic(
+            repo,
+            "reading its snapshots",
+            ["snapshots", "--json", "--no-lock", "--host", self.project.name, "--tag", TAG],
+        )
+        try:
+            held = manifest.snapshots(result.stdout, self.project.name)
+            for snapshot in held:
+                snapshot_epoch(snapshot.time)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise RepositoryError(
+                repo.name,
+                f"off-site repository {repo.name}: reading its snapshots failed: restic's answer is not a list "
+                f"of snapshots ({exc})",
+            ) from None
+        return held
+
+    def where(self):
+        """Where each set is off-site (Where). A repository that cannot be
+        read is warned about and listed as unreadable, never taken as holding
+        nothing."""
+        holders = {}
+        unreadable = []
+        if self.repositories:
+            self.require_restic()
+        for repo in self.repositories:
+            self._start(repo)
+            try:
+                held = self._sets(repo)
+            except RepositoryError as error:
+                self.log.warn(error.message)
+                unreadable.append(repo.name)
+                continue
+            for snapshot in held:
+                names = holders.setdefault(f"{snapshot.name}@{snapshot.sha256}", [])
+                # A set pushed twice is still held by one repository.
+                if repo.name not in names:
+                    names.append(repo.name)
+        return Where({key: ",".join(names) for key, names in holders.items()}, tuple(unreadable))
+
+    # --- the local sets ----------------------------------------------------------------------
+
+    def local_sha256(self, name):
+        """The dump's sha256 as local set NAME's checksum file says, or None
+        when that file cannot be read or holds no sha256."""
+        try:
+            sha = manifest.sidecar_sha256(os.path.join(self.backups_dir, f"{name}.sha256"))
+        except (OSError, UnicodeDecodeError):
+            return None
+        return sha if SHA256_HEX.match(sha) else None
+
+    def local_set_id(self, name):
+        """NAME@SHA256 of local set NAME (what where() keys by), or None."""
+        sha = self.local_sha256(name)
+        return None if sha is None else f"{name}@{sha}"
+
+    def set_epoch(self, name):
+        """When local set NAME was taken: its name's stamp, or the file's
+        modification time for weekday names, in seconds since the epoch."""
+        stamp = sets.stamp_of(name, self.project.name)
+        if stamp:
+            try:
+                return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+            except ValueError:
+                pass  # a stamp no calendar has: the file's time says when
+        return int(os.stat(os.path.join(self.backups_dir, name)).st_mtime)
+
+    def _local_sets(self):
+        """(epoch, name) of every local set that goes off-site, oldest first:
+        safety backups stay here, and a set without its checksum file is not
+        whole."""
+        found = []
+        for name in sets.list_sets(self.backups_dir, self.project.name):
+            if sets.kind_of(name, self.project.name) == "safety":
+                continue
+            if not os.path.isfile(os.path.join(self.backups_dir, f"{name}.sha256")):
+                continue
+            try:
+                found.append((self.set_epoch(name), name))
+            except FileNotFoundError:
+                continue  # removed since it was listed
+        return sorted(found)
+
+    # --- pushing ------------------------------------------------------------------------------
+
+    def push_all(self):
+        """Push to every repository; one failing does not stop the others.
+        Returns the Push of each; raises Failure(OFFSITE_FAILED) at the end
+        when any failed. The local sets are already published: nothing here
+        touches them."""
+        if not self.repositories:
+            return []
+        self.require_restic()
+        done = [self.push_repo(repo) for repo in self.repositories]
+        failed = [push.repo for push in done if not push.ok]
+        if failed:
+            raise Failure(
+                Exit.OFFSITE_FAILED,
+                f"the off-site copy to {' '.join(failed)} failed; the local backup is published, and the next "
+                "run (or push_db_backups.sh) pushes every set still missing",
+            )
+        return done
+
+    def push_repo(self, repo):
+        """Every local set newer than REPO's newest, oldest first (Push), and
+        the repository's metrics file written.
+
+        Only sets newer than the repository's newest are missing: the others
+        were pushed, or forgotten by the off-site retention
+        (playbooks/offsite_prune.yml, which keeps the newest set of a week or
+        month where the local retention keeps the first), and must not come
+        back. Pushes go oldest first and stop at the first failure, so a
+        failed run leaves no gap for this to skip."""
+        repo = self.repository(repo)
+        started = self.monotonic()
+        self._start(repo)
+        ok, added, missing, pushed = False, 0, -1, []
+        try:
+            if self._init(repo):
+                todo = self._missing(repo, self._sets(repo))
+                missing = len(todo)
+                if not todo:
+                    self.log.info(f"off-site repository {repo.name}: holds every local set already")
+                ok = True
+                for name in todo:
+                    added += self._push_set(repo, name)
+                    pushed.append(name)
+                    missing -= 1
+        except RepositoryError as error:
+            self.log.warn(error.message)
+            ok = False
+        seconds = self.monotonic() - started
+        warning = metrics.write_offsite_metrics(
+            self.project.metrics_dir, self.project.name, repo.name, ok, added, seconds, missing, now=self.clock()
+        )
+        if warning:
+            self.log.warn(warning)
+        return Push(repo.name, ok, tuple(pushed), missing, added, seconds)
+
+    def _init(self, repo):
+        """Create REPO unless this server knows it exists (a marker in the
+        off-site directory). `restic init` on an existing one only fails, fast
+        and harmlessly; looking first would not be fast: restic retries a
+        missing bucket until its time runs out. False (warned) when it could
+        not be created."""
+        marker = os.path.join(self.settings.dir, f"{repo.name}.initialized")
+        if os.path.isfile(marker):
+            return True
+        try:
+            self._run(repo, ["init"], stdout=DEVNULL)
+        except CommandFailed as failed:
+            if "already exists" not in failed.stderr and "already initialized" not in failed.stderr:
+                self.log.warn(self._describe(repo, "creating it", failed))
+                return False
+        else:
+            self.log.info(f"off-site repository {repo.name}: created")
+        try:
+            with open(marker, "a"):
+                pass
+        except OSError as exc:
+            # Harmless: the next run tries `restic init` again.
+            self.log.warn(f"could not write {marker} ({exc.strerror})")
+        return True
+
+    def _missing(self, repo, held):
+        """The local sets REPO lacks, oldest first: those newer than its newest
+        set that it does not hold. A set dated more than a day ahead (a clock
+        that was wrong) would stop every push until then: it does not count."""
+        have = {f"{s.name}@{s.sha256}" for s in held}
+        future = self.clock() + FUTURE_SECONDS
+        newest = 0
+        for snapshot in held:
+            epoch = snapshot_epoch(snapshot.time)
+            if epoch > future:
+                self.log.warn(
+                    f"off-site repository {repo.name} holds {snapshot.name}, dated {snapshot.time}, in the future; "
+                    "it is not taken as the newest"
+                )
+            elif epoch > newest:
+                newest = epoch
+        return [name for epoch, name in self._local_sets() if epoch > newest and self.local_set_id(name) not in have]
+
+    def _push_set(self, repo, name):
+        """Local set NAME into REPO, as one snapshot; the bytes it added.
+        Raises RepositoryError."""
+        started = self.monotonic()
+        sha = self.local_sha256(name)
+        if sha is None:
+            raise RepositoryError(
+                repo.name,
+                f"off-site repository {repo.name}: pushing {name} failed: its checksum file "
+                f"{os.path.join(self.backups_dir, name + '.sha256')} holds no sha256",
+            )
+        files = [f"{name}.sha256", f"{name}.manifest.json"]
+        media = sets.media_name_of(name)
+        if os.path.isfile(os.path.join(self.backups_dir, media)):
+            files.append(media)
+        files.append(name)
+        # Local time, as restic reads --time.
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.set_epoch(name)))
+        args = [
+            "backup",
+            "--json",
+            "--host",
+            self.project.name,
+            "--tag",
+            TAG,
+            "--tag",
+            f"set={name}",
+            "--tag",
+            f"sha256={sha}",
+            "--tag",
+            f"kind={sets.kind_of(name, self.project.name)}",
+            "--time",
+            when,
+            "--",
+            *files,
+        ]
+        output = os.path.join(self.run_dir, "push.json")
+        for attempt in (1, 2):
+            try:
+                self._run(repo, args, stdout=output, cwd=self.backups_dir)
+                break
+            except CommandFailed as failed:
+                # A run that was killed (a time limit) leaves its lock behind,
+                # and an exclusive one blocks every push: restic's unlock
+                # removes stale locks only (of processes gone from this host,
+                # or older than 30 minutes), which even an append-only
+                # repository allows.
+                if attempt == 1 and STALE_LOCK.search(failed.stderr):
+                    self.log.warn(
+                        f"off-site repository {repo.name} is locked; removing stale locks and trying once more"
+                    )
+                    try:
+                        self._run(repo, ["unlock"], stdout=DEVNULL)
+                    except CommandFailed:
+                        pass  # the second try says what is wrong
+                    continue
+                raise RepositoryError(repo.name, self._describe(repo, f"pushing {name}", failed)) from None
+        added = _data_added(_tail(output))
+        self.log.info(
+            f"off-site repository {repo.name}: pushed {name} ({iec(added)}B new after deduplication, "
+            f"in {format_seconds(self.monotonic() - started)} s)"
+        )
+        return added
+
+    # --- fetching -----------------------------------------------------------------------------
+
+    def fetch(self, repo, want="latest", staged=False):
+        """The set WANT (a set name, or latest: the newest the repository
+        holds) from REPO into the backups directory, checked against its
+        sha256 and manifest before it is published there, data file last.
+        Returns the path of its dump. A set already here whole is not
+        downloaded again.
+
+        STAGED (verify --from): always downloaded, checked the same way, and
+        left in the staging directory (self.staging) until remove_staging()
+        or the command's end: nothing is published."""
+        repo = self.repository(repo)
+        self.require_restic()
+        self._start(repo)
+        try:
+            held = self._sets(repo)
+        except RepositoryError as error:
+            self.log.warn(error.message)
+            raise Failure(
+                Exit.OFFSITE_FAILED, f"off-site repository {repo.name} cannot be read; nothing was fetched"
+            ) from None
+        chosen = self._choose(repo, held, want)
+        name = chosen.name
+        # (Only names of this project's sets come out of manifest.snapshots: the
+        # shell's refusal of a foreign name is built into the listing.)
+        local = os.path.join(self.backups_dir, name)
+        if not staged and os.path.isfile(local) and self.local_set_id(name) == f"{name}@{chosen.sha256}":
+            reason = manifest.check_sha256(f"{local}.sha256")
+            if reason is None:
+                self.log.info(f"{name} (from {repo.name}, taken {chosen.time}) is already here")
+                self._check(local)
+                return local
+            self.log.warn(f"the copy of {name} here fails its sha256 check ({reason}); fetching it again")
+        return self._download(repo, chosen, staged)
+
+    def _choose(self, repo, held, want):
+        """The snapshot WANT names among HELD (oldest first): the newest of
+        that name, or for latest the newest set not dated in the future (a
+        set taken under a wrong clock is not the newest here either)."""
+        chosen, newest = None, None
+        future = self.clock() + FUTURE_SECONDS
+        for snapshot in held:
+            if sets.kind_of(snapshot.name, self.project.name) == "safety":
+                continue
+            if want == "latest":
+                # By the time itself: restic's times may carry different offsets.
+                epoch = snapshot_epoch(snapshot.time)
+                if epoch > future:
+                    self.log.warn(
+                        f"off-site repository {repo.name} holds {snapshot.name}, dated {snapshot.time}, in the "
+                        "future; it is not taken as the newest"
+                    )
+                elif newest is None or epoch >= newest:
+                    chosen, newest = snapshot, epoch
+            elif snapshot.name == want:
+                chosen = snapshot
+        if chosen is None:
+            if want == "latest":
+                raise Failure(
+                    Exit.BAD_BACKUP, f"off-site repository {repo.name} holds no backup set of {self.project.name}"
+                )
+            raise Failure(
+                Exit.BAD_BACKUP,
+                f"off-site repository {repo.name} holds no set named {want} (list_db_backups.sh lists them)",
+            )
+        return chosen
+
+    def _download(self, repo, chosen, staged):
+        name = chosen.name
+        self.remove_staging()  # what a killed fetch left
+        tree = os.path.join(self.staging, "tree")
+        os.mkdir(self.staging, 0o700)
+        keep = False
+        try:
+            os.mkdir(tree, 0o700)
+            self.log.info(f"fetching {name} (taken {chosen.time}) from off-site repository {repo.name}")
+            started = self.monotonic()
+            # Restored as the snapshot holds it (restic versions lay out the
+            # paths differently), then each expected file taken out by name.
+            try:
+                self._restic(
+                    repo,
+                    f"fetching {name}",
+                    ["restore", "--no-lock", chosen.snapshot_id, "--target", tree],
+                    stdout=DEVNULL,
+                )
+            except RepositoryError as error:
+                self.log.warn(error.message)
+                raise Failure(
+                    Exit.OFFSITE_FAILED, f"{name} could not be fetched from {repo.name}; nothing was published"
+                ) from None
+            self._gather(name, tree)
+            dump = os.path.join(self.staging, name)
+            if not os.path.isfile(dump):
+                raise Failure(Exit.BAD_BACKUP, f"off-site set {name} lacks its dump; refusing it")
+            # The checks a restore makes (sha256, compression, the manifest's
+            # project and engine), before anything is published; then the
+            # snapshot's own tag.
+            self._check(dump)
+            sha = manifest.sidecar_sha256(f"{dump}.sha256")
+            if sha != chosen.sha256:
+                raise Failure(
+                    Exit.BAD_BACKUP,
+                    f"{name}, as fetched from {repo.name}, is not the dump its snapshot names "
+                    f"(sha256 {chosen.sha256}, its checksum file says {sha}); nothing was published",
+                )
+            size = iec(os.stat(dump).st_size)
+            if staged:
+                keep = True
+                self._remove_at_exit()
+                self.log.info(
+                    f"downloaded {name} from {repo.name}: sha256 and manifest good, {size}B in "
+                    f"{format_seconds(self.monotonic() - started)} s"
+                )
+                return dump
+            # Published as a backup taken here would be: data last, then the
+            # directory flushed.
+            path = sets.publish(self.backups_dir, name, staging=self.staging)
+            self.log.info(
+                f"fetched {name} from {repo.name}: sha256 and manifest good, {size}B in "
+                f"{format_seconds(self.monotonic() - started)} s"
+            )
+            return path
+        finally:
+            if not keep:
+                self.remove_staging()
+
+    def _gather(self, name, tree):
+        """Move the files restic restored under TREE into the staging
+        directory, by name; anything else refuses the set."""
+        expected = {name, f"{name}.sha256", f"{name}.manifest.json", sets.media_name_of(name)}
+        seen = set()
+        for path, is_file in _walk(tree):
+            file = os.path.basename(path)
+            if file not in expected or not is_file:
+                raise Failure(Exit.BAD_BACKUP, f"off-site set {name} holds an unexpected file {file}; refusing it")
+            if file in seen:
+                raise Failure(Exit.BAD_BACKUP, f"off-site set {name} holds {file} twice; refusing it")
+            seen.add(file)
+            os.replace(path, os.path.join(self.staging, file))
+        # Only the set's files stay in the staging directory a verify reads.
+        shutil.rmtree(tree)
+
+    def _check(self, path):
+        """sets.check_set, its reason (which file, why) kept in the message."""
+        name = os.path.basename(path)
+        engine = self.engine
+        if not engine:
+            try:
+                engine = manifest.Manifest.read(f"{path}.manifest.json").engine
+            except manifest.ManifestError:
+                engine = ""  # check_set says the manifest cannot be read
+        try:
+            sets.check_set(path, self.project.name, engine, self.test_compression)
+        except Failure as failure:
+            if failure.__cause__ is None:
+                raise
+            raise Failure(failure.code, f"{failure.message} ({failure.__cause__})") from failure.__cause__
+        self.log.info(f"checked {name}: sha256 and compression are good")
+
+    def _test_compression(self, path):
+        if path.endswith(".zst"):
+            argv = ["zstd", "-q", "-t", "--", path]
+        elif path.endswith(".gz"):
+            argv = ["gzip", "-t", "--", path]
+        else:
+            return False
+        try:
+            self.runner.run(argv, stdout=DEVNULL, timeout=TEST_SECONDS)
+        except CommandFailed:
+            return False
+        return True
+
+    def remove_staging(self):
+        """Remove the staging directory (a staged fetch, or what a killed one left)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _remove_at_exit(self):
+        if self._exit_registered:
+            return
+        self._exit_registered = True
+        if self.on_exit is not None:
+            self.on_exit(self.staging)
+        else:
+            atexit.register(self.remove_staging)
+
+    # --- checking -----------------------------------------------------------------------------
+
+    def check_all(self, subset=None):
+        """restic's own check of every repository, reading back SUBSET
+        (default: the configured share) of the data. Raises
+        Failure(OFFSITE_FAILED) naming those that failed."""
+        subset = subset or self.settings.check_subset
+        if not self.repositories:
+            return
+        self.require_restic()
+        failed = []
+        output = os.path.join(self.run_dir, "check.out")
+        for repo in self.repositories:
+            started = self.monotonic()
+            self._start(repo)
+            try:
+                self._run(repo, ["check", f"--read-data-subset={subset}"], stdout=output)
+            except CommandFailed as error:
+                # restic check says what is damaged on stdout, and why it gives
+                # up on stderr: both are read, in that order.
+                text = _tail(output) + "\n" + error.stderr
+                self.log.warn(self._describe(repo, "its check", error, output=text))
+                failed.append(repo.name)
+            except RepositoryError as error:
+                self.log.warn(error.message)
+                failed.append(repo.name)
+            else:
+                self.log.info(
+                    f"off-site repository {repo.name}: structure and {subset} of the data read back and good, "
+                    f"in {format_seconds(self.monotonic() - started)} s"
+                )
+        if failed:
+            raise Failure(Exit.OFFSITE_FAILED, f"the off-site check of {' '.join(failed)} failed")
+
+
+def _walk(top):
+    """(path, is a regular file) of everything under TOP but its directories,
+    links not followed, in name order."""
+    with os.scandir(top) as entries:
+        found = sorted(entries, key=lambda e: e.name)
+    for entry in found:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(entry.path)
+        else:
+            yield entry.path, entry.is_file(follow_symlinks=False)
+
+
+def _tail(path):
+    """The end of the file PATH as text, "" when there is none."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", "replace")
+
+
+def _data_added(output):
+    """The bytes a push added after deduplication: data_added of restic's
+    summary line, 0 when there is none."""
+    for line in reversed(output.splitlines()):
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("message_type") == "summary":
+            added = message.get("data_added", 0)
+            return added if isinstance(added, int) and not isinstance(added, bool) else 0
+    return 0

@@ -1,0 +1,1127 @@
+"""djangoops.offsite: pushes of the sets a repository lacks (oldest first, stopping at
+the first failure), what a repository that cannot be read, a time limit or a stale
+lock does, sets dated in the future, fetches checked before anything is published,
+restic's own check, where each set is, and secrets kept out of argv and the log.
+Everything runs through FakeRunner: restic is never started."""
+
+import calendar
+import hashlib
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import pytest
+from command_helpers import shop_project
+from djangoops import config, offsite, sets
+from djangoops.errors import Exit, Failure
+from djangoops.offsite import Offsite, error_line, iec, snapshot_epoch
+from djangoops.runner import DEVNULL, CommandFailed, Interrupted
+from fakes import FakeRunner
+
+A = "shop_20261201T020000Z_daily.pgdump.zst"
+B = "shop_20261202T020000Z_daily.pgdump.zst"
+C = "shop_20261203T020000Z_weekly.pgdump.zst"
+D = "shop_20261204T020000Z_daily.pgdump.zst"
+SAFETY = "shop_20261205T020000Z_safety.pgdump.zst"
+NOW = calendar.timegm((2026, 12, 6, 8, 0, 0))
+PASSWORD = "correct horse pässwörd"
+S3_SECRET = "s3-secret-do-not-log"
+ADDRESS = {"backuphost": "rclone:backuphost:", "bucket": "s3:https://s3.example/bucket"}
+STALE = (
+    "Fatal: unable to create lock in backend: repository is already locked exclusively by PID 1 on web\n"
+    "the `unlock` command can be used to remove stale locks\n"
+)
+
+
+class RecordingLog:
+    """Log's interface, keeping the messages exactly as given: hide() records but
+    redacts nothing, so the redaction tested is offsite.py's own."""
+
+    def __init__(self):
+        self.lines = []
+        self.hidden = []
+
+    def info(self, message):
+        self.lines.append(("INFO", message))
+
+    def warn(self, message):
+        self.lines.append(("WARN", message))
+
+    def error(self, message):
+        self.lines.append(("ERROR", message))
+
+    def hide(self, *secrets):
+        self.hidden.extend(secrets)
+
+    @property
+    def text(self):
+        return "\n".join(f"{level} {message}" for level, message in self.lines)
+
+    def at(self, level):
+        return [message for lvl, message in self.lines if lvl == level]
+
+
+class Clock:
+    def __init__(self):
+        self.now = float(NOW)
+        self.mono = 1000.0
+
+    def time(self):
+        return self.now
+
+    def monotonic(self):
+        return self.mono
+
+
+def epoch_of(name):
+    return calendar.timegm(time.strptime(name.split("_")[1], "%Y%m%dT%H%M%SZ"))
+
+
+def rfc3339(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def make_set(directory, name, data=None, media=None, project="shop", engine="postgresql"):
+    """A set as backup_db.sh publishes it; returns the dump's sha256."""
+    data = data if data is not None else f"dump of {name}".encode()
+    (directory / name).write_bytes(data)
+    lines = [f"{hashlib.sha256(data).hexdigest()}  {name}\n"]
+    if media is not None:
+        (directory / sets.media_name_of(name)).write_bytes(media)
+        lines.append(f"{hashlib.sha256(media).hexdigest()}  {sets.media_name_of(name)}\n")
+    (directory / f"{name}.sha256").write_text("".join(lines))
+    (directory / f"{name}.manifest.json").write_text(
+        json.dumps({"manifest_version": 1, "project": project, "engine": engine, "tables": {"a": 1}, "rows": 1})
+    )
+    return hashlib.sha256(data).hexdigest()
+
+
+def snap(name, sha, when=None, snap_id=None):
+    return {
+        "time": when or rfc3339(epoch_of(name)),
+        "tree": "0" * 64,
+        "paths": [f"/home/shop/db_backups/{name}"],
+        "hostname": "shop",
+        "username": "shop",
+        "tags": ["djangoops", f"set={name}", f"sha256={sha}", f"kind={sets.kind_of(name, 'shop')}"],
+        "id": snap_id or f"id-{name}",
+    }
+
+
+def listing(*snaps):
+    return json.dumps(list(snaps)).encode()
+
+
+def restic(repo, command):
+    """A FakeRunner rule matching restic COMMAND against REPO."""
+
+    def match(call):
+        return (
+            call.programs[0] == "restic" and call.env.get("RESTIC_REPOSITORY") == ADDRESS[repo] and command in call.argv
+        )
+
+    return match
+
+
+def summary(added):
+    return (
+        json.dumps({"message_type": "status", "percent_done": 0.5})
+        + "\n"
+        + json.dumps({"message_type": "summary", "data_added": added, "snapshot_id": "abc"})
+        + "\n"
+    ).encode()
+
+
+@pytest.fixture
+def env(tmp_path):
+    backups = tmp_path / "db_backups"
+    secrets = tmp_path / "offsite"
+    metrics_dir = tmp_path / "metrics"
+    run_dir = tmp_path / "run"
+    for directory in (backups, secrets, metrics_dir, run_dir):
+        directory.mkdir()
+    (secrets / "password").write_text(PASSWORD + "\n")
+    (secrets / "bucket.s3").write_text(f"AWS_ACCESS_KEY_ID=AKIAEXAMPLE\nAWS_SECRET_ACCESS_KEY={S3_SECRET}\n")
+    for name in ("backuphost", "bucket"):
+        (secrets / f"{name}.initialized").touch()
+    project = shop_project(tmp_path / "home", tmp_path / "commands", backups, tmp_path / "logs", metrics_dir)
+    repositories = (
+        config.Repository("backuphost", "ssh", "backup.example", 2222, "offsite", ""),
+        config.Repository("bucket", "s3", "", 0, "", ADDRESS["bucket"]),
+    )
+    ns = SimpleNamespace(
+        backups=backups,
+        secrets=secrets,
+        metrics=metrics_dir,
+        run=run_dir,
+        project=project,
+        fake=FakeRunner(),
+        log=RecordingLog(),
+        clock=Clock(),
+        exits=[],
+    )
+
+    def make(repos=repositories, **kwargs):
+        settings = config.Offsite(
+            dir=str(secrets), timeout=600, check_subset="10%", verify_from="", repositories=tuple(repos)
+        )
+        kwargs.setdefault("test_compression", lambda path: True)
+        kwargs.setdefault("on_exit", ns.exits.append)
+        kwargs.setdefault("which", lambda name: f"/usr/bin/{name}")
+        return Offsite(
+            ns.fake,
+            ns.log,
+            project,
+            settings,
+            str(run_dir),
+            clock=ns.clock.time,
+            monotonic=ns.clock.monotonic,
+            **kwargs,
+        )
+
+    ns.make = make
+    ns.bucket = lambda **kw: make(repos=repositories[1:], **kw)
+    ns.ssh = lambda **kw: make(repos=repositories[:1], **kw)
+    return ns
+
+
+def metric(env, repo, name):
+    text = (env.metrics / f"djangoops_shop_offsite_{repo}.prom").read_text()
+    for line in text.splitlines():
+        if line.startswith(f"djangoops_offsite_{name}{{"):
+            return line.rsplit(" ", 1)[1]
+    raise AssertionError(text)
+
+
+def pushes(env):
+    """The set each restic backup call pushed, in order."""
+    return [
+        next(arg[4:] for arg in call.argv if arg.startswith("set="))
+        for call in env.fake.calls
+        if call.programs[0] == "restic" and "backup" in call.argv
+    ]
+
+
+def command(call):
+    """The restic command of CALL (after the options an ssh repository adds)."""
+    return call.argv[3] if call.argv[1] == "-o" else call.argv[1]
+
+
+def restic_calls(env, command):
+    return [call for call in env.fake.calls if call.programs[0] == "restic" and command in call.argv]
+
+
+# --- small pieces -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("Fatal: unable to open repository\nrclone: ssh: connect to host x port 22: Connection refused\n", None),
+        ("x\nFatal: wrong password or no key found\nsomething after\n", "Fatal: wrong password or no key found"),
+        ("Load(<lock/1>) failed\nerror: pack 1 not found\nFatal: repository contains errors\n", None),
+        ("write failed: no space left on device\nFatal: unable to save snapshot\n", None),
+        ("first\nlast line\n\n   \n", "last line"),
+        ("", "no message"),
+    ],
+)
+def test_error_line_prefers_ssh_then_restic_then_the_last_line(text, line):
+    expected = {
+        0: "rclone: ssh: connect to host x port 22: Connection refused",
+        2: "Fatal: repository contains errors",
+        3: "write failed: no space left on device",
+    }
+    if line is None:
+        line = next(v for k, v in expected.items() if v in text)
+    assert error_line(text) == line
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("2026-12-01T02:00:00Z", calendar.timegm((2026, 12, 1, 2, 0, 0))),
+        ("2026-12-01T03:00:00.123456789+01:00", calendar.timegm((2026, 12, 1, 2, 0, 0))),
+        ("2026-12-01T02:00:59.999999999Z", calendar.timegm((2026, 12, 1, 2, 0, 59))),
+    ],
+)
+def test_snapshot_times_read_as_date_did(text, epoch):
+    assert snapshot_epoch(text) == epoch
+
+
+def test_sizes_as_numfmt_writes_them():
+    cases = {0: "0", 1023: "1023", 1024: "1.0K", 1536: "1.5K", 9999: "9.8K", 10239: "10K", 10241: "11K"}
+    cases.update({1047552: "1023K", 1048575: "1.0M", 175000000: "167M", 5 * 2**60: "5.0E", 2**70: "1024E"})
+    assert {size: iec(size) for size in cases} == cases
+
+
+# --- pushing --------------------------------------------------------------------------------
+
+
+def test_a_push_sends_the_sets_newer_than_the_newest_oldest_first(env, monkeypatch):
+    sha_a = make_set(env.backups, A)
+    make_set(env.backups, B, media=b"media")
+    make_set(env.backups, C)
+    make_set(env.backups, SAFETY)  # safety backups stay here
+    (env.backups / D).write_bytes(b"no checksum file: not whole")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "backup"), stdout=summary(1536))
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        done = env.bucket().push_all()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert [(p.repo, p.ok, p.pushed, p.missing, p.added) for p in done] == [("bucket", True, (B, C), 0, 3072)]
+    assert pushes(env) == [B, C]
+    first = restic_calls(env, "backup")[0]
+    sha_b = (env.backups / f"{B}.sha256").read_text().split()[0]
+    assert first.argv == [
+        "restic",
+        "backup",
+        "--json",
+        "--host",
+        "shop",
+        "--tag",
+        "djangoops",
+        "--tag",
+        f"set={B}",
+        "--tag",
+        f"sha256={sha_b}",
+        "--tag",
+        "kind=daily",
+        "--time",
+        "2026-12-02 03:00:00",  # local time (Paris), as restic reads --time
+        "--",
+        f"{B}.sha256",
+        f"{B}.manifest.json",
+        "shop_20261202T020000Z_daily.media.tar.zst",
+        B,
+    ]
+    assert first.cwd == str(env.backups)
+    assert first.timeout == 600
+    assert first.env == {
+        "RESTIC_PASSWORD_FILE": str(env.secrets / "password"),
+        "RESTIC_CACHE_DIR": os.path.join(env.project.home, ".cache", "restic"),
+        "RESTIC_PROGRESS_FPS": "0.0166",
+        "RESTIC_REPOSITORY": ADDRESS["bucket"],
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+    assert "kind=weekly" in restic_calls(env, "backup")[1].argv
+    listed = restic_calls(env, "snapshots")[0]
+    assert listed.argv == ["restic", "snapshots", "--json", "--no-lock", "--host", "shop", "--tag", "djangoops"]
+    assert listed.cwd == "/"
+    assert env.log.at("INFO") == [
+        f"off-site repository bucket: pushed {B} (1.5KB new after deduplication, in 0.0 s)",
+        f"off-site repository bucket: pushed {C} (1.5KB new after deduplication, in 0.0 s)",
+    ]
+    assert (metric(env, "bucket", "success"), metric(env, "bucket", "sets_missing")) == ("1", "0")
+    assert metric(env, "bucket", "pushed_bytes") == "3072"
+    assert metric(env, "bucket", "last_success_timestamp_seconds") == str(NOW)
+
+
+def test_a_repository_holding_the_newest_set_gets_nothing(env):
+    """What the off-site retention forgot (A) stays forgotten: it is older than the newest."""
+    make_set(env.backups, A)
+    sha_b = make_set(env.backups, B)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(B, sha_b)))
+    done = env.bucket().push_repo("bucket")
+    assert (done.ok, done.pushed, done.missing) == (True, (), 0)
+    assert pushes(env) == []
+    assert env.log.at("INFO") == ["off-site repository bucket: holds every local set already"]
+
+
+def test_a_set_newer_than_the_newest_but_held_is_not_pushed_again(env):
+    sha_b = make_set(env.backups, B)
+    make_set(env.backups, C)
+    # C is there already, under an earlier time (pushed from a server with a slow clock).
+    env.fake.on(
+        restic("bucket", "snapshots"),
+        stdout=listing(snap(C, (env.backups / f"{C}.sha256").read_text().split()[0], rfc3339(epoch_of(A)))),
+    )
+    done = env.bucket().push_repo("bucket")
+    assert done.pushed == (B,) and sha_b
+    assert pushes(env) == [B]
+
+
+def test_weekday_sets_are_dated_by_their_files(env):
+    weekday = "shop_3-Wednesday.pgdump.zst"
+    make_set(env.backups, weekday)
+    sha_a = make_set(env.backups, A)
+    os.utime(env.backups / weekday, (NOW - 60, NOW - 60))
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.bucket().push_all()
+    assert pushes(env) == [weekday]
+    assert "kind=weekday" in restic_calls(env, "backup")[0].argv
+
+
+def test_a_stamp_no_calendar_has_is_dated_by_the_file(env):
+    odd = "shop_20261399T020000Z_daily.pgdump.zst"
+    make_set(env.backups, odd)
+    os.utime(env.backups / odd, (12345, 12345))
+    assert env.bucket().set_epoch(odd) == 12345
+
+
+def test_one_repository_failing_does_not_stop_the_others(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: unable to open config file: Stat: 403 Forbidden")
+    with pytest.raises(Failure) as raised:
+        env.make().push_all()
+    assert raised.value.code == Exit.OFFSITE_FAILED == 14
+    assert raised.value.message == (
+        "the off-site copy to bucket failed; the local backup is published, and the next run "
+        "(or push_db_backups.sh) pushes every set still missing"
+    )
+    assert pushes(env) == [A]  # to backuphost
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading its snapshots failed (restic exit 1): "
+        "Fatal: unable to open config file: Stat: 403 Forbidden"
+    ]
+    assert (metric(env, "bucket", "success"), metric(env, "bucket", "sets_missing")) == ("0", "-1")
+    assert (metric(env, "backuphost", "success"), metric(env, "backuphost", "sets_missing")) == ("1", "0")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",
+        b"{not json",
+        b'{"a": 1}',
+        b'[{"tags": ["djangoops", "set=' + A.encode() + b'"], "id": "x", "time": "soon"}]',
+    ],
+)
+def test_a_listing_that_cannot_be_understood_is_never_no_sets(env, answer):
+    """restic exiting 0 with nothing or nonsense on stdout: nothing is pushed (not every
+    set again), the repository counts as unreadable, and a fetch says so."""
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=answer)
+    done = env.bucket().push_repo("bucket")
+    assert (done.ok, done.missing, pushes(env)) == (False, -1, [])
+    assert env.log.at("WARN")[0].startswith(
+        "off-site repository bucket: reading its snapshots failed: restic's answer is not a list of snapshots ("
+    )
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket", "latest")
+    assert raised.value.code == Exit.OFFSITE_FAILED
+    assert raised.value.message == "off-site repository bucket cannot be read; nothing was fetched"
+    where = env.bucket().where()
+    assert where == offsite.Where({}, ("bucket",))
+    with pytest.raises(offsite.RepositoryError):
+        env.bucket().sets("bucket")
+
+
+def test_a_push_failing_midway_stops_there(env):
+    sha_a = make_set(env.backups, A)
+    for name in (B, C, D):
+        make_set(env.backups, name)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "backup"), times=1, stdout=summary(100))
+    env.fake.on(
+        restic("bucket", "backup"),
+        fail=1,
+        stderr="Save(<data/1>) returned error, retrying\nFatal: unable to save snapshot: 507 Insufficient Storage",
+    )
+    with pytest.raises(Failure) as raised:
+        env.bucket().push_all()
+    assert raised.value.code == Exit.OFFSITE_FAILED
+    assert pushes(env) == [B, C]  # D never tried: no gap for the next run to skip
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket: pushing {C} failed (restic exit 1): "
+        "Fatal: unable to save snapshot: 507 Insufficient Storage"
+    ]
+    assert metric(env, "bucket", "sets_missing") == "2"
+    assert metric(env, "bucket", "success") == "0"
+    assert metric(env, "bucket", "pushed_bytes") == "100"
+
+
+def test_a_failed_push_keeps_the_last_success_time(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.bucket().push_all()
+    env.clock.now += 3600
+    make_set(env.backups, B)
+    env.fake.rules.insert(0, env.fake.on(restic("bucket", "backup"), fail=1, stderr="Fatal: boom"))
+    with pytest.raises(Failure):
+        env.bucket().push_all()
+    assert metric(env, "bucket", "last_success_timestamp_seconds") == str(NOW)
+    assert metric(env, "bucket", "last_attempt_timestamp_seconds") == str(NOW + 3600)
+
+
+def test_nothing_here_writes_the_commands_own_metrics(env):
+    """The backup's own last-success metric is the caller's: a published backup whose
+    push failed (or could not get the off-site lock) must not lose it here."""
+    job = env.metrics / "djangoops_shop_backup_db.prom"
+    job.write_text("djangoops_job_last_success_timestamp_seconds 1\n")
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: down")
+    with pytest.raises(Failure):
+        env.bucket().push_all()
+    assert job.read_text() == "djangoops_job_last_success_timestamp_seconds 1\n"
+    assert sorted(p.name for p in env.metrics.iterdir()) == [job.name, "djangoops_shop_offsite_bucket.prom"]
+
+
+def test_a_push_that_runs_out_of_time(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(
+        restic("bucket", "backup"),
+        timeout=True,
+        stderr="Load(<lock/abc>, 0, 0) returned error, retrying after 1.2s: 503 Slow Down\n",
+    )
+    done = env.bucket().push_repo("bucket")
+    assert not done.ok and done.missing == 1
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket: pushing {A} did not finish within 600 s (db_backup_offsite_timeout_seconds); "
+        "restic kept retrying after: Load(<lock/abc>, 0, 0) returned error, retrying after 1.2s: 503 Slow Down"
+    ]
+
+
+def test_a_timeout_without_a_word_from_restic(env):
+    env.fake.on(restic("bucket", "snapshots"), timeout=True)
+    env.bucket().push_repo("bucket")
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading its snapshots did not finish within 600 s "
+        "(db_backup_offsite_timeout_seconds)"
+    ]
+
+
+def test_each_repository_has_one_time_limit_per_run(env):
+    make_set(env.backups, A)
+    make_set(env.backups, B)
+
+    def slow(seconds):
+        def effect(call):
+            env.clock.mono += seconds
+
+        return effect
+
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing(), effect=slow(100))
+    env.fake.on(restic("backuphost", "backup"), times=1, effect=slow(550))
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.make().push_all()
+    timeouts = [(call.env["RESTIC_REPOSITORY"], command(call), call.timeout) for call in env.fake.calls]
+    assert timeouts == [
+        ("rclone:backuphost:", "snapshots", 600),
+        ("rclone:backuphost:", "backup", 500),
+        ("rclone:backuphost:", "backup", 1.0),  # past the limit: a second, to fail with restic's words
+        (ADDRESS["bucket"], "snapshots", 600),  # a fresh limit for the next repository
+        (ADDRESS["bucket"], "backup", 600),
+        (ADDRESS["bucket"], "backup", 600),
+    ]
+
+
+def test_a_stale_lock_is_removed_and_the_push_tried_once_more(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), times=1, fail=1, stderr=STALE)
+    env.fake.on(restic("bucket", "unlock"), fail=1, stderr="Fatal: could not remove")
+    env.fake.on(restic("bucket", "backup"), stdout=summary(10))
+    done = env.bucket().push_repo("bucket")
+    assert done.ok and done.pushed == (A,)
+    commands = [call.argv[1] for call in env.fake.calls]
+    assert commands == ["snapshots", "backup", "unlock", "backup"]
+    assert env.fake.calls[2].stdout is DEVNULL
+    assert env.log.at("WARN") == ["off-site repository bucket is locked; removing stale locks and trying once more"]
+
+
+def test_a_lock_that_stays_fails_the_push_after_one_retry(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), fail=1, stderr=STALE)
+    done = env.bucket().push_repo("bucket")
+    assert not done.ok
+    assert [call.argv[1] for call in env.fake.calls] == ["snapshots", "backup", "unlock", "backup"]
+    assert env.log.at("WARN")[-1] == (
+        f"off-site repository bucket: pushing {A} failed (restic exit 1): "
+        "Fatal: unable to create lock in backend: repository is already locked exclusively by PID 1 on web"
+    )
+
+
+def test_a_set_dated_in_the_future_is_not_the_newest(env):
+    sha_a = make_set(env.backups, A)
+    make_set(env.backups, B)
+    future = "shop_20991231T000000Z_daily.pgdump.zst"
+    # A day ahead is still the present (clocks differ); more is a wrong clock.
+    soon = "shop_20261207T070000Z_daily.pgdump.zst"
+    env.fake.on(
+        restic("bucket", "snapshots"),
+        stdout=listing(snap(A, sha_a), snap(soon, "1" * 64), snap(future, "0" * 64, "2099-12-31T00:00:00+01:00")),
+    )
+    make_set(env.backups, "shop_20261207T080000Z_daily.pgdump.zst")
+    done = env.bucket().push_repo("bucket")
+    assert done.pushed == ("shop_20261207T080000Z_daily.pgdump.zst",)
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket holds {future}, dated 2099-12-31T00:00:00+01:00, in the future; "
+        "it is not taken as the newest"
+    ]
+
+
+def test_a_new_repository_is_created_first(env):
+    os.unlink(env.secrets / "bucket.initialized")
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.bucket().push_repo("bucket")
+    assert [call.argv[1] for call in env.fake.calls] == ["init", "snapshots", "backup"]
+    assert env.log.at("INFO")[0] == "off-site repository bucket: created"
+    assert (env.secrets / "bucket.initialized").exists()
+    env.fake.calls.clear()
+    env.bucket().push_repo("bucket")
+    assert [call.argv[1] for call in env.fake.calls] == ["snapshots", "backup"]
+
+
+def test_a_repository_that_exists_already_is_taken_as_it_is(env):
+    os.unlink(env.secrets / "bucket.initialized")
+    env.fake.on(restic("bucket", "init"), fail=1, stderr="Fatal: create repository failed: config file already exists")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    assert env.bucket().push_repo("bucket").ok
+    assert (env.secrets / "bucket.initialized").exists()
+    assert "created" not in env.log.text
+
+
+def test_a_repository_that_cannot_be_created(env):
+    os.unlink(env.secrets / "bucket.initialized")
+    env.fake.on(restic("bucket", "init"), fail=1, stderr="Fatal: create repository failed: 403 AccessDenied")
+    done = env.bucket().push_repo("bucket")
+    assert (done.ok, done.missing) == (False, -1)
+    assert [call.argv[1] for call in env.fake.calls] == ["init"]
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: creating it failed (restic exit 1): "
+        "Fatal: create repository failed: 403 AccessDenied"
+    ]
+    assert not (env.secrets / "bucket.initialized").exists()
+
+
+def test_a_marker_that_cannot_be_written_is_only_a_warning(env):
+    os.unlink(env.secrets / "bucket.initialized")
+    (env.secrets / "bucket.initialized").mkdir()  # not a file: `restic init` runs, the marker fails
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    assert env.bucket().push_repo("bucket").ok
+    assert env.log.at("WARN")[0].startswith(f"could not write {env.secrets / 'bucket.initialized'} (")
+
+
+def test_a_checksum_file_without_a_sha256_fails_the_push_of_that_set(env):
+    make_set(env.backups, A)
+    (env.backups / f"{A}.sha256").write_text("garbage\n")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    done = env.bucket().push_repo("bucket")
+    assert (done.ok, done.missing, pushes(env)) == (False, 1, [])
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket: pushing {A} failed: its checksum file {env.backups / A}.sha256 holds no sha256"
+    ]
+
+
+def test_a_push_without_restic_or_repositories(env):
+    with pytest.raises(Failure) as raised:
+        env.make(which=lambda name: None).push_all()
+    assert raised.value.code == Exit.CONFIG
+    assert "restic is not installed" in raised.value.message
+    assert env.make(repos=()).push_all() == []
+    env.make(repos=()).check_all()
+    assert env.fake.calls == []
+
+
+def test_an_unknown_repository(env):
+    with pytest.raises(Failure) as raised:
+        env.make().push_repo("nowhere")
+    assert raised.value.code == Exit.USAGE
+    assert raised.value.message == "no off-site repository named 'nowhere'; configured: backuphost bucket"
+    with pytest.raises(Failure) as raised:
+        env.make(repos=()).fetch("nowhere")
+    assert raised.value.message == "no off-site repository named 'nowhere'; configured: none"
+
+
+# --- how repositories are reached -------------------------------------------------------------
+
+
+def test_an_ssh_repository_is_named_by_its_key(env):
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing())
+    env.ssh().push_repo("backuphost")
+    call = env.fake.calls[0]
+    ssh = (
+        f"ssh -i {env.secrets}/backuphost.key -o IdentitiesOnly=yes -o IdentityAgent=none "
+        f"-o UserKnownHostsFile={env.secrets}/backuphost.known_hosts -o GlobalKnownHostsFile=/dev/null "
+        "-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=15 -o ServerAliveInterval=15 "
+        "-o ServerAliveCountMax=4 -p 2222 offsite@backup.example"
+    )
+    assert call.argv[:3] == ["restic", "-o", f"rclone.program={ssh}"]
+    assert call.env["RESTIC_REPOSITORY"] == "rclone:backuphost:"
+    assert not any(key.startswith("AWS_") for key in call.env)
+
+
+def test_ssh_says_why_it_cannot_get_in(env):
+    env.fake.on(restic("backuphost", "snapshots"), fail=1, stderr="Fatal: unable to open repository: EOF")
+    env.fake.on("ssh", fail=255, stderr="offsite@backup.example: Permission denied (publickey).\n")
+    env.ssh().push_repo("backuphost")
+    assert env.log.at("WARN") == [
+        "off-site repository backuphost: reading its snapshots failed (restic exit 1): "
+        "ssh: offsite@backup.example: Permission denied (publickey)."
+    ]
+    probe = env.fake.calls_to("ssh")[0]
+    assert probe.argv[0] == "ssh" and probe.argv[-1] == "offsite@backup.example"
+    assert (probe.stdout, probe.timeout) == (DEVNULL, 30)
+
+
+def test_ssh_naming_itself_is_not_named_twice(env):
+    env.fake.on(restic("backuphost", "snapshots"), fail=1, stderr="Fatal: unable to open repository: EOF")
+    env.fake.on("ssh", fail=255, stderr="ssh: connect to host backup.example port 2222: Connection refused\n")
+    env.ssh().push_repo("backuphost")
+    assert env.log.at("WARN")[0].endswith(
+        "failed (restic exit 1): ssh: connect to host backup.example port 2222: Connection refused"
+    )
+
+
+@pytest.mark.parametrize("probe", [{"fail": 1}, {"timeout": True}, {"fail": 255, "stderr": ""}, {}])
+def test_when_ssh_gets_in_restic_says_why(env, probe):
+    env.fake.on(restic("backuphost", "snapshots"), fail=1, stderr="Fatal: wrong password or no key found\n")
+    env.fake.on("ssh", **probe)
+    env.ssh().push_repo("backuphost")
+    assert env.log.at("WARN") == [
+        "off-site repository backuphost: reading its snapshots failed (restic exit 1): "
+        "Fatal: wrong password or no key found"
+    ]
+
+
+def test_restic_killed_or_not_started(env):
+    env.fake.on(restic("bucket", "snapshots"), times=1, signal=9)
+    env.bucket().push_repo("bucket")
+
+    def cannot_start(call):
+        raise CommandFailed("restic", call.argv, detail="could not be started: No such file or directory")
+
+    env.fake.on(restic("bucket", "snapshots"), effect=cannot_start)
+    env.bucket().push_repo("bucket")
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading its snapshots failed (restic exit 137): no message",
+        "off-site repository bucket: reading its snapshots failed: restic could not be started: "
+        "No such file or directory",
+    ]
+
+
+def test_an_off_site_directory_with_a_space_cannot_reach_ssh(env):
+    settings = config.Offsite("/srv/off site", 600, "10%", "", (config.Repository("r", "ssh", "h", 22, "u", ""),))
+    with pytest.raises(Failure) as raised:
+        Offsite(env.fake, env.log, env.project, settings, str(env.run)).push_repo("r")
+    assert raised.value.code == Exit.CONFIG
+
+
+def test_s3_keys_without_a_last_newline_are_read(env):
+    (env.secrets / "bucket.s3").write_text(f"# keys\nAWS_ACCESS_KEY_ID=AKIA\nAWS_SECRET_ACCESS_KEY={S3_SECRET}")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.bucket().push_repo("bucket")
+    assert env.fake.calls[0].env["AWS_SECRET_ACCESS_KEY"] == S3_SECRET
+    assert env.fake.calls[0].env["AWS_ACCESS_KEY_ID"] == "AKIA"
+    assert S3_SECRET in env.log.hidden
+
+
+def test_s3_keys_that_cannot_be_read(env):
+    os.unlink(env.secrets / "bucket.s3")
+    done = env.bucket().push_repo("bucket")
+    assert (done.ok, done.missing, env.fake.calls) == (False, -1, [])
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket: its S3 keys cannot be read from {env.secrets}/bucket.s3 "
+        "(No such file or directory)"
+    ]
+    (env.secrets / "bucket.s3").write_bytes(b"\xff\xfe")
+    with pytest.raises(Failure):
+        env.bucket().check_all()
+    assert env.log.at("WARN")[-1].endswith("(not UTF-8 text)")
+
+
+def test_secrets_never_in_argv_nor_in_the_log(env):
+    """restic echoing the password or the S3 secret (a URL, an error) is redacted before
+    anything is logged; no argv of any call carries either."""
+    make_set(env.backups, A)
+    (env.secrets / "password").write_text(f"{PASSWORD}\nsecond line of it\nshort\n")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing())
+    env.fake.on(
+        restic("bucket", "backup"),
+        fail=1,
+        stderr=f"Fatal: GET https://s3.example/?X-Amz-Secret={S3_SECRET}: password {PASSWORD!s} refused\n",
+    )
+    env.fake.on(restic("backuphost", "backup"), timeout=True, stderr="Fatal: second line of it\n")
+    env.fake.on(restic("backuphost", "check"), fail=1, stdout=f"error: {PASSWORD}\n".encode())
+    env.fake.on(restic("bucket", "check"), fail=1, stderr=f"Fatal: {S3_SECRET} cut short")
+    with pytest.raises(Failure) as pushed:
+        env.make().push_all()
+    with pytest.raises(Failure) as checked:
+        env.make().check_all()
+    everything = "\n".join(
+        [env.log.text, pushed.value.message, checked.value.message, *(" ".join(a) for a in env.fake.argvs())]
+    )
+    for secret in (PASSWORD, S3_SECRET, "second line of it"):
+        assert secret not in everything
+    assert "short" in everything  # a word, not a secret, however short a line of the password is
+    # The password and the secret in the bucket's push, a line of the password in
+    # backuphost's, the password in its check's findings, the secret in the bucket's.
+    assert everything.count("[redacted]") == 5
+    assert f"pushing {A} failed (restic exit 1): Fatal: GET https://s3.example/?X-Amz-Secret=[redacted]" in everything
+
+
+def test_secrets_when_the_password_file_is_gone(env):
+    os.unlink(env.secrets / "password")
+    env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: Resolving password failed: open: no such file")
+    env.bucket().push_repo("bucket")
+    assert env.log.at("WARN")[0].endswith("Fatal: Resolving password failed: open: no such file")
+
+
+# --- where the sets are -----------------------------------------------------------------------
+
+
+def test_where_lists_each_set_with_its_repositories_and_the_unreadable_ones(env):
+    sha_a = make_set(env.backups, A)
+    env.fake.on(
+        restic("backuphost", "snapshots"),
+        stdout=listing(snap(A, sha_a, snap_id="1"), snap(A, sha_a, snap_id="2"), snap(B, "b" * 64)),
+    )
+    env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: unable to open config file")
+    found = env.make().where()
+    assert found.holders == {f"{A}@{sha_a}": "backuphost", f"{B}@{'b' * 64}": "backuphost"}
+    assert found.unreadable == ("bucket",)
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading its snapshots failed (restic exit 1): Fatal: unable to open config file"
+    ]
+    assert env.make().local_set_id(A) == f"{A}@{sha_a}"
+    assert env.make().local_set_id(B) is None
+    assert env.make(repos=()).where() == offsite.Where({}, ())
+
+
+def test_where_with_two_repositories_holding_a_set(env):
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    holders, unreadable = env.make().where()
+    assert (holders, unreadable) == ({f"{A}@{'a' * 64}": "backuphost,bucket"}, ())
+    assert [s.name for s in env.make().sets("bucket")] == [A]
+
+
+# --- fetching -----------------------------------------------------------------------------------
+
+
+def stored(tmp_path, name, **kwargs):
+    """A set's files as a repository holds them (made elsewhere), with the dump's sha256."""
+    source = tmp_path / f"source-{len(os.listdir(tmp_path))}"
+    source.mkdir()
+    sha = make_set(source, name, **kwargs)
+    return source, sha
+
+
+def restores(source, extra=None, layout="home/shop/db_backups"):
+    """The effect of `restic restore ... --target TREE`: the source's files under TREE."""
+
+    def effect(call):
+        target = call.argv[call.argv.index("--target") + 1]
+        where = os.path.join(target, layout)
+        os.makedirs(where, exist_ok=True)
+        for file in os.listdir(source):
+            with open(source / file, "rb") as f, open(os.path.join(where, file), "wb") as out:
+                out.write(f.read())
+        for file, data in (extra or {}).items():
+            path = os.path.join(target, file)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as out:
+                out.write(data)
+
+    return effect
+
+
+def test_fetch_latest_publishes_the_newest_set_data_last(env, tmp_path, monkeypatch):
+    source, sha_b = stored(tmp_path, B, media=b"media")
+    env.fake.on(
+        restic("bucket", "snapshots"),
+        stdout=listing(snap(A, "a" * 64), snap(B, sha_b, snap_id="bbb"), snap(SAFETY, "c" * 64)),
+    )
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moved.append(os.path.basename(b)), real_replace(a, b)))
+    path = env.bucket().fetch("bucket")
+    assert path == str(env.backups / B)
+    assert sorted(os.listdir(env.backups)) == sorted(
+        [B, f"{B}.sha256", f"{B}.manifest.json", "shop_20261202T020000Z_daily.media.tar.zst"]
+    )
+    published = [name for name in moved if not name.startswith("tree")][-4:]
+    assert published[-1] == B and set(published[:2]) == {f"{B}.sha256", f"{B}.manifest.json"}
+    restore = restic_calls(env, "restore")[0]
+    assert restore.argv == [
+        "restic",
+        "restore",
+        "--no-lock",
+        "bbb",
+        "--target",
+        str(env.backups / ".fetch-staging/tree"),
+    ]
+    assert restore.stdout is DEVNULL
+    assert env.log.at("INFO") == [
+        f"fetching {B} (taken {rfc3339(epoch_of(B))}) from off-site repository bucket",
+        f"checked {B}: sha256 and compression are good",
+        f"fetched {B} from bucket: sha256 and manifest good, {len(f'dump of {B}')}B in 0.0 s",
+    ]
+    assert env.exits == []
+
+
+def test_fetch_by_name_and_a_stale_staging_directory(env, tmp_path):
+    (env.backups / ".fetch-staging" / "x").mkdir(parents=True)
+    source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a), snap(B, "b" * 64)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source, layout="."))
+    assert env.bucket().fetch("bucket", A) == str(env.backups / A)
+    assert sorted(os.listdir(env.backups)) == sorted([A, f"{A}.sha256", f"{A}.manifest.json"])
+
+
+def test_fetch_latest_passes_over_a_set_dated_in_the_future(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    future = "shop_20991231T000000Z_daily.pgdump.zst"
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a), snap(future, "0" * 64)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert env.bucket().fetch("bucket", "latest") == str(env.backups / A)
+    assert "in the future; it is not taken as the newest" in env.log.at("WARN")[0]
+
+
+def test_fetch_of_a_set_not_there(env):
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(SAFETY, "c" * 64)))
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket", A)
+    assert (raised.value.code, raised.value.message) == (
+        Exit.BAD_BACKUP,
+        f"off-site repository bucket holds no set named {A} (list_db_backups.sh lists them)",
+    )
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket", "latest")
+    assert raised.value.message == "off-site repository bucket holds no backup set of shop"
+    assert restic_calls(env, "restore") == []
+
+
+def test_fetch_from_a_repository_that_cannot_be_read(env):
+    env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: unable to open config file")
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket")
+    assert (raised.value.code, raised.value.message) == (
+        Exit.OFFSITE_FAILED,
+        "off-site repository bucket cannot be read; nothing was fetched",
+    )
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading its snapshots failed (restic exit 1): Fatal: unable to open config file"
+    ]
+
+
+def refused(env, code=Exit.BAD_BACKUP, want=A):
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket", want)
+    assert raised.value.code == code
+    # Nothing published, nothing staged left behind.
+    assert os.listdir(env.backups) == []
+    return raised.value.message
+
+
+def test_fetch_refuses_an_unexpected_file(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source, {"etc/cron.d/evil": b"* * * * * root sh"}))
+    assert refused(env) == f"off-site set {A} holds an unexpected file evil; refusing it"
+
+
+def test_fetch_refuses_a_link_named_as_a_set_file(env, tmp_path):
+    _source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+
+    def effect(call):
+        target = call.argv[call.argv.index("--target") + 1]
+        os.symlink("/etc/passwd", os.path.join(target, A))
+
+    env.fake.on(restic("bucket", "restore"), effect=effect)
+    assert refused(env) == f"off-site set {A} holds an unexpected file {A}; refusing it"
+
+
+def test_fetch_refuses_a_file_held_twice(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source, {f"other/{A}": b"another dump"}))
+    assert refused(env) == f"off-site set {A} holds {A} twice; refusing it"
+
+
+def test_fetch_refuses_a_set_without_its_dump(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    os.unlink(source / A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert refused(env) == f"off-site set {A} lacks its dump; refusing it"
+
+
+def test_fetch_refuses_a_set_without_its_checksum_file(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    os.unlink(source / f"{A}.sha256")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert refused(env) == f"{A} has no checksum file; refusing to use it"
+
+
+def test_fetch_refuses_a_damaged_dump_and_says_which_file(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    (source / A).write_bytes(b"rotten")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert refused(env) == (
+        f"{A} does not match its sha256 checksum: the file is damaged; refusing to use it "
+        f"({A}: does not match its sha256)"
+    )
+
+
+def test_fetch_refuses_a_set_whose_manifest_cannot_be_read(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    (source / f"{A}.manifest.json").write_text("{")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    message = refused(env)
+    assert message.startswith(f"the manifest of {A} cannot be read (")
+    assert "not valid JSON" in message
+
+
+def test_fetch_refuses_a_set_of_another_engine(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    with pytest.raises(Failure) as raised:
+        env.bucket(engine="mysql").fetch("bucket", A)
+    assert raised.value.message == f"{A} belongs to project 'shop' (postgresql), not shop (mysql); refusing to use it"
+
+
+def test_fetch_refuses_a_dump_other_than_the_one_its_snapshot_names(env, tmp_path):
+    source, _sha = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "e" * 64)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert refused(env) == (
+        f"{A}, as fetched from bucket, is not the dump its snapshot names (sha256 {'e' * 64}, "
+        f"its checksum file says {_sha}); nothing was published"
+    )
+
+
+def test_fetch_when_restic_cannot_restore(env):
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    env.fake.on(restic("bucket", "restore"), fail=1, stderr="Fatal: pack 1234 is damaged")
+    assert refused(env, Exit.OFFSITE_FAILED) == f"{A} could not be fetched from bucket; nothing was published"
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket: fetching {A} failed (restic exit 1): Fatal: pack 1234 is damaged"
+    ]
+
+
+def test_fetch_interrupted_leaves_nothing(env):
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    env.fake.on(restic("bucket", "restore"), interrupt=15)
+    with pytest.raises(Interrupted):
+        env.bucket().fetch("bucket", A)
+    assert os.listdir(env.backups) == []
+
+
+def test_a_set_already_here_is_not_downloaded(env):
+    sha_a = make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    assert env.bucket().fetch("bucket", A) == str(env.backups / A)
+    assert restic_calls(env, "restore") == []
+    assert env.log.at("INFO") == [
+        f"{A} (from bucket, taken {rfc3339(epoch_of(A))}) is already here",
+        f"checked {A}: sha256 and compression are good",
+    ]
+
+
+def test_a_damaged_copy_here_is_fetched_again(env, tmp_path):
+    sha_a = make_set(env.backups, A)
+    (env.backups / A).write_bytes(b"rotten")
+    source, _sha = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert env.bucket().fetch("bucket", A) == str(env.backups / A)
+    assert (env.backups / A).read_bytes() == f"dump of {A}".encode()
+    assert env.log.at("WARN") == [
+        f"the copy of {A} here fails its sha256 check ({A}: does not match its sha256); fetching it again"
+    ]
+
+
+def test_a_staged_fetch_downloads_even_a_set_here_and_publishes_nothing(env, tmp_path):
+    sha_a = make_set(env.backups, A)
+    before = sorted(os.listdir(env.backups))
+    source, _sha = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    store = env.bucket()
+    path = store.fetch("bucket", "latest", staged=True)
+    assert path == str(env.backups / ".fetch-staging" / A)
+    assert sorted(os.listdir(env.backups / ".fetch-staging")) == sorted([A, f"{A}.sha256", f"{A}.manifest.json"])
+    assert sorted(os.listdir(env.backups)) == sorted([*before, ".fetch-staging"])
+    assert (
+        env.log.at("INFO")[-1]
+        == f"downloaded {A} from bucket: sha256 and manifest good, {len(f'dump of {A}')}B in 0.0 s"
+    )
+    assert env.exits == [store.staging]
+    store.remove_staging()
+    assert sorted(os.listdir(env.backups)) == before
+
+
+def test_a_staged_fetch_without_an_exit_hook_goes_at_exit(env, tmp_path, monkeypatch):
+    registered = []
+    monkeypatch.setattr(offsite.atexit, "register", registered.append)
+    source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    store = env.bucket(on_exit=None)
+    store.fetch("bucket", A, staged=True)
+    store.fetch("bucket", A, staged=True)
+    assert registered == [store.remove_staging]
+
+
+def test_the_compression_test_runs_through_the_runner(env, tmp_path):
+    source, sha_a = stored(tmp_path, A, media=b"media")
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    env.fake.on("zstd", fail=1)
+    with pytest.raises(Failure) as raised:
+        env.bucket(test_compression=None).fetch("bucket", A)
+    assert raised.value.message == f"{A} fails its compression check: the file is damaged"
+    tested = env.fake.calls_to("zstd")[0]
+    assert tested.argv == ["zstd", "-q", "-t", "--", str(env.backups / ".fetch-staging" / A)]
+    store = env.bucket(test_compression=None)
+    env.fake.rules.pop()
+    assert store._test_compression("x.gz") and not store._test_compression("x.tar")
+    assert env.fake.calls[-1].argv == ["gzip", "-t", "--", "x.gz"]
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+
+def test_check_all_checks_every_repository_and_names_those_that_failed(env):
+    env.fake.on(
+        restic("backuphost", "check"),
+        fail=1,
+        stdout=b"error: pack 1234: not found\n",
+        stderr="Fatal: repository contains errors\n",
+    )
+    with pytest.raises(Failure) as raised:
+        env.make().check_all("100%")
+    assert (raised.value.code, raised.value.message) == (Exit.OFFSITE_FAILED, "the off-site check of backuphost failed")
+    assert [call.argv[-2:] for call in restic_calls(env, "check")] == [
+        ["check", "--read-data-subset=100%"],
+        ["check", "--read-data-subset=100%"],
+    ]
+    assert env.log.at("WARN") == [
+        "off-site repository backuphost: its check failed (restic exit 1): Fatal: repository contains errors"
+    ]
+    assert env.log.at("INFO") == [
+        "off-site repository bucket: structure and 100% of the data read back and good, in 0.0 s"
+    ]
+
+
+def test_check_all_reads_restics_findings_when_it_says_nothing_else(env):
+    env.fake.on(restic("bucket", "check"), fail=1, stdout=b"error: pack 1234: not found\n")
+    with pytest.raises(Failure):
+        env.bucket().check_all()
+    assert restic_calls(env, "check")[0].argv[-1] == "--read-data-subset=10%"
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: its check failed (restic exit 1): error: pack 1234: not found"
+    ]
+
+
+def test_check_all_passes(env):
+    env.make().check_all()
+    assert len(env.log.at("INFO")) == 2
