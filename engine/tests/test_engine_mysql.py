@@ -345,7 +345,7 @@ def test_connection_failure_names_everything(ask, stderr, message):
 
 
 def test_check_connection_timeout_and_local_socket():
-    failure, _ = failure_of(lambda engine: engine.check_connection(), make(host=""), timeout=True)
+    failure, _fake = failure_of(lambda engine: engine.check_connection(), make(host=""), timeout=True)
     assert "on the local socket: mariadb did not finish within 90 s" in failure.message
 
 
@@ -371,7 +371,7 @@ def test_list_databases_matches_the_prefix_exactly():
 
 def test_list_databases_failure_raises():
     """The shell version read a failed listing as "no leftover databases"."""
-    failure, _ = failure_of(lambda engine: engine.list_databases("djangoops_before_"), **TOO_MANY)
+    failure, _fake = failure_of(lambda engine: engine.list_databases("djangoops_before_"), **TOO_MANY)
     assert failure.code == Exit.DB_UNAVAILABLE
     assert failure.message == (
         'the query listing the databases whose names start with "djangoops_before_" failed:'
@@ -1231,7 +1231,7 @@ def test_put_in_place_of_an_empty_backup():
 
 
 def test_put_in_place_create_failure():
-    failure, fake, _ = put_in_place_failure(
+    failure, fake, _engine = put_in_place_failure(
         sql_has("CREATE DATABASE"), fail=1, stderr="ERROR 1007 (HY000): Can't create database 'shop'"
     )
     assert failure.code == Exit.RESTORE_FAILED
