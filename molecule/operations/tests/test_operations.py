@@ -10,6 +10,7 @@ import subprocess
 import pytest
 import testinfra
 from bare_inventory import bare_inventory
+from installed_code import DB_COMMANDS
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/inventory"
@@ -168,19 +169,7 @@ BLOG = {
 # might run or source: a site running as that user could plant code in any of them.
 PLANTED_LOG = "/home/shop/logs/planted.log"
 PLANT_PLACES = (
-    [
-        f"/home/shop/commands/{name}.sh"
-        for name in (
-            "backup_db",
-            "restore_db",
-            "verify_db",
-            "list_db_backups",
-            "push_db_backups",
-            "fetch_db_backup",
-            "check_offsite",
-            "clear_sessions",
-        )
-    ]
+    [f"/home/shop/commands/{name}.sh" for name in (*DB_COMMANDS, "clear_sessions")]
     + [
         f"/home/shop/commands/lib/{name}"
         for name in (
