@@ -30,9 +30,7 @@ def test_commands_holds_only_links_to_this_versions_entry_points(host):
 
 
 def test_roots_directories_hold_exactly_this_versions_files(host):
-    # djangoops.sha256: the record of what the installed engine holds (a converge that would
-    # change nothing copies nothing).
-    assert listing(host, ENGINE) == sorted([*(f"./{name}" for name in DB_BACKUP), "./lib/djangoops.sha256"])
+    assert listing(host, ENGINE) == sorted(f"./{name}" for name in DB_BACKUP)
     assert listing(host, CONFIG) == sorted(f"./{name}" for name in VALUES)
     modes = host.run_expect(
         [0], f"stat -c '%U:%G %a %n' {ENGINE} {ENGINE}/bin {ENGINE}/lib {ENGINE}/lib/djangoops {CONFIG} {CONFIG}/*"
