@@ -17,7 +17,9 @@ import testinfra
 import yaml
 from bare_inventory import connection_vars
 from db_backup.backup_helpers import DB_NAME, ROOT, VARS
+from installed_code import DB_COMMANDS
 from offsite_helpers import playbook
+from planted_code import PLANTED_LOG, plant, planted_by_root
 
 SERVER = "offsite-debian12"
 IMAGE = f"{os.environ.get('DJANGOOPS_IMAGE_PREFIX', 'djangoops-test')}/server:debian12"
@@ -107,6 +109,10 @@ def test_disaster_drill(tmp_path):
     )  # fmt: skip
     assert deployed.returncode == 0, deployed.stdout[-3000:]
     assert served(b) is None, "B's site must have no data before the recovery"
+    # The site runs as the project user: whatever it planted before the recovery, in
+    # commands/, the previous layout's commands/lib or its shell's start-up files, root
+    # never runs (recover.yml replaces the first two before it runs a command).
+    plant(b)
 
     # B is up: the recovery, from nothing but the inventory and the vault.
     extra = tmp_path / "vars.json"
@@ -138,6 +144,15 @@ def test_disaster_drill(tmp_path):
     assert after == before
     assert b.run_expect([0], MEDIA).stdout == media
     assert name in recover.stdout
+    assert not planted_by_root(b.run_expect([0], f"cat {PLANTED_LOG}").stdout)
+    assert b.run("test -e /home/shop/commands/lib").rc == 1
+    # (clear_sessions.sh stays the plant: recover.yml does not schedule.)
+    links = b.run_expect([0], "find /home/shop/commands -mindepth 1 -type l -printf '%f %l\\n'").stdout.splitlines()
+    assert sorted(links) == sorted(f"{n}.sh /usr/local/lib/djangoops/shop/bin/{n}.sh" for n in DB_COMMANDS)
+    # The start-up files' plants were in place and live: a login shell of the user runs them.
+    b.run_expect([0], "runuser -l shop -c true")
+    ran = b.run_expect([0], f"cat {PLANTED_LOG}").stdout
+    assert ran and not planted_by_root(ran), ran
     # recover.yml's own figures: the fetch (download and checks) and the restore.
     took = re.search(r"fetch (\d+):(\d+):([\d.]+), restore (\d+):(\d+):([\d.]+)", recover.stdout)
     assert took, recover.stdout[-2000:]

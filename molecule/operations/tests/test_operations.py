@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import testinfra
 from bare_inventory import bare_inventory
-from installed_code import DB_COMMANDS
+from planted_code import PLANTED_LOG, plant, planted_by_root, unplant
 
 ROOT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE") or f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/inventory"
@@ -165,57 +165,6 @@ BLOG = {
 }
 
 
-# Everything the project user can write that the commands, or code of the previous layout,
-# might run or source: a site running as that user could plant code in any of them.
-PLANTED_LOG = "/home/shop/logs/planted.log"
-PLANT_PLACES = (
-    [f"/home/shop/commands/{name}.sh" for name in (*DB_COMMANDS, "clear_sessions")]
-    + [
-        f"/home/shop/commands/lib/{name}"
-        for name in (
-            "common.sh",
-            "db.sh",
-            "db.conf",
-            "project.conf",
-            "offsite.sh",
-            "offsite.conf",
-            "engine_postgresql.sh",
-            "engine_mysql.sh",
-            "jobs.sh",
-            "jobs.conf",
-            "db_command.sh",
-        )
-    ]
-    + ["/home/shop/.bashrc", "/home/shop/.profile", "/home/shop/.bash_profile"]
-)
-
-
-SAVED = "/root/planted-saved.tar"
-SAVED_PATHS = "home/shop/commands home/shop/.bashrc home/shop/.profile home/shop/.bash_profile"
-
-
-def plant(server):
-    """Plants, as the project user, a shell script in every place of PLANT_PLACES that
-    appends its uid and its own path to PLANTED_LOG when anything runs or sources it; what
-    was there is kept in SAVED, to be put back."""
-    server.run_expect([0], f"rm -f {PLANTED_LOG} && tar -C / -cpf {SAVED} --ignore-failed-read {SAVED_PATHS}")
-    server.run_expect([0], "rm -f /home/shop/commands/*.sh")
-    code = f'#!/bin/sh\necho "$(id -u) $0" >> {PLANTED_LOG}\n'
-    for place in PLANT_PLACES:
-        result = server.run(
-            "runuser -u shop -- sh -c %s - %s %s",
-            'mkdir -p "${1%/*}" && printf %s "$2" > "$1" && chmod 0755 "$1"',
-            place,
-            code,
-        )
-        assert result.rc == 0, result.stderr
-
-
-def unplant(server):
-    server.run_expect([0], "rm -rf /home/shop/commands/* " + " ".join(PLANT_PLACES[-3:]))
-    server.run_expect([0], f"tar -C / -xpf {SAVED} && rm -f {SAVED}")
-
-
 def test_code_the_project_user_plants_never_runs_as_root(host, mariadb):
     """The playbooks start root's own entry points, which become the project user before
     they read anything that user can write; the timers run their commands as that user.
@@ -239,8 +188,7 @@ def test_code_the_project_user_plants_never_runs_as_root(host, mariadb):
         for server in (host, mariadb):
             unplant(server)
     shop_uid = host.run_expect([0], "id -u shop").stdout.strip()
-    lines = [line for text in logs.values() for line in text.splitlines()]
-    assert not [line for line in lines if line.split()[0] == "0"], logs
+    assert not [line for text in logs.values() for line in planted_by_root(text)], logs
     # What the timer started ran, as the project user: the plant was live, and harmless.
     assert f"{shop_uid} /home/shop/commands/backup_db.sh" in logs[MARIADB_HOST], logs
 
