@@ -806,9 +806,11 @@ def test_analyze_is_bounded_and_a_failure_is_a_warning(engine, fake, log):
     (call,) = fake.calls
     assert call.input == "ANALYZE;\n" and call.env["PGDATABASE"] == NEW
     assert "lock_timeout=7s" in call.env["PGOPTIONS"] and call.timeout == pg.ANALYZE_TIMEOUT
+    assert re.search(rf'analyzed "{NEW}" in \d+\.\d s', log.text("INFO"))
     fake.on("psql", timeout=True)
     engine.analyze(NEW)
     assert f'ANALYZE of "{NEW}" failed: psql did not finish' in log.text("WARN")
+    assert log.text("INFO").count("analyzed") == 1
 
 
 def test_analyze_interrupted(engine, fake):

@@ -811,6 +811,7 @@ class PostgreSQL(Engine):
         """A failed ANALYZE does not stop the restore (the data is whole and
         checked; autovacuum gathers the statistics later): it is a warning."""
         self.log.info(f'gathering planner statistics for "{database}" (ANALYZE)')
+        started = monotonic()
         try:
             self._run_sql("ANALYZE;\n", database=database, timeout=ANALYZE_TIMEOUT, stdout=DEVNULL)
         except CommandFailed as failed:
@@ -818,6 +819,8 @@ class PostgreSQL(Engine):
                 f'ANALYZE of "{database}" failed: {_why(failed)}; '
                 "the restored database has no planner statistics until autovacuum gathers them"
             )
+            return
+        self.log.info(f'analyzed "{database}" in {monotonic() - started:.1f} s')
 
     def swap(self, live: str, new: str, aside: str, manifest=None) -> None:
         """A session of our own on LIVE reads its sequences once nobody else
