@@ -23,6 +23,12 @@ What restic prints can quote them back (a URL with the key, a password echoed
 in an error), so every line taken from its output is redacted before it
 reaches the log or a message.
 
+A set is pushed from hard links of its files in .offsite-push (PIN), so that
+the backups' retention, under the other lock, can remove it meanwhile; a
+snapshot that restic stored without all of a set (its exit 3) is recorded in
+NAME.incomplete of the off-site directory and counts for nothing here: the set
+is pushed again.
+
 The caller holds the locks: the off-site lock (.offsite.lock) around
 push_all, push_repo and check_all, which change or lock a repository; the
 backups lock (.lock) around fetch, which publishes into the backups directory
@@ -56,6 +62,10 @@ PROGRESS_FPS = "0.0166"
 # Not a *.partial name: remove_stale_partials of another command must not
 # take it while a fetch or a verify is using it.
 STAGING = ".fetch-staging"
+# Hard links of the set being pushed (in the backups directory, so on its file
+# system): the backups' retention, which runs under the other lock, may remove
+# the set meanwhile, and the push still reads it whole.
+PIN = ".offsite-push"
 # A set dated more than this ahead of the clock was taken under a wrong clock.
 FUTURE_SECONDS = 86400
 # How long ssh may take to say why it cannot get in.
@@ -418,7 +428,7 @@ class Offsite:
         for repo in self.repositories:
             self._start(repo)
             try:
-                held = self._sets(repo)
+                held = self._complete(repo, self._sets(repo))
             except RepositoryError as error:
                 self.log.warn(error.message)
                 unreadable.append(repo.name)
@@ -432,11 +442,12 @@ class Offsite:
 
     # --- the local sets ----------------------------------------------------------------------
 
-    def local_sha256(self, name):
-        """The dump's sha256 as local set NAME's checksum file says, or None
-        when that file cannot be read or holds no sha256."""
+    def local_sha256(self, name, directory=None):
+        """The dump's sha256 as local set NAME's checksum file (in DIRECTORY,
+        default the backups directory) says, or None when that file cannot be
+        read or holds no sha256."""
         try:
-            sha = manifest.sidecar_sha256(os.path.join(self.backups_dir, f"{name}.sha256"))
+            sha = manifest.sidecar_sha256(os.path.join(directory or self.backups_dir, f"{name}.sha256"))
         except (OSError, UnicodeDecodeError):
             return None
         return sha if SHA256_HEX.match(sha) else None
@@ -446,16 +457,17 @@ class Offsite:
         sha = self.local_sha256(name)
         return None if sha is None else f"{name}@{sha}"
 
-    def set_epoch(self, name):
-        """When local set NAME was taken: its name's stamp, or the file's
-        modification time for weekday names, in seconds since the epoch."""
+    def set_epoch(self, name, directory=None):
+        """When local set NAME was taken: its name's stamp, or the file's (in
+        DIRECTORY, default the backups directory) modification time for
+        weekday names, in seconds since the epoch."""
         stamp = sets.stamp_of(name, self.project.name)
         if stamp:
             try:
                 return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
             except ValueError:
                 pass  # a stamp no calendar has: the file's time says when
-        return int(os.stat(os.path.join(self.backups_dir, name)).st_mtime)
+        return int(os.stat(os.path.join(directory or self.backups_dir, name)).st_mtime)
 
     def _local_sets(self):
         """(epoch, name) of every local set that goes off-site, oldest first:
@@ -515,9 +527,11 @@ class Offsite:
                     self.log.info(f"off-site repository {repo.name}: holds every local set already")
                 ok = True
                 for name in todo:
-                    added += self._push_set(repo, name)
-                    pushed.append(name)
+                    sent = self._push_set(repo, name)
                     missing -= 1
+                    if sent is not None:
+                        added += sent
+                        pushed.append(name)
         except RepositoryError as error:
             self.log.warn(error.message)
             ok = False
@@ -558,6 +572,7 @@ class Offsite:
         """The local sets REPO lacks, oldest first: those newer than its newest
         set that it does not hold. A set dated more than a day ahead (a clock
         that was wrong) would stop every push until then: it does not count."""
+        held = self._complete(repo, held)
         have = {f"{s.name}@{s.sha256}" for s in held}
         future = self.clock() + FUTURE_SECONDS
         newest = 0
@@ -572,24 +587,92 @@ class Offsite:
                 newest = epoch
         return [name for epoch, name in self._local_sets() if epoch > newest and self.local_set_id(name) not in have]
 
-    def _push_set(self, repo, name):
-        """Local set NAME into REPO, as one snapshot; the bytes it added.
-        Raises RepositoryError."""
-        started = self.monotonic()
-        sha = self.local_sha256(name)
-        if sha is None:
-            raise RepositoryError(
-                repo.name,
-                f"off-site repository {repo.name}: pushing {name} failed: its checksum file "
-                f"{os.path.join(self.backups_dir, name + '.sha256')} holds no sha256",
+    # --- snapshots that restic stored incomplete -----------------------------------------------
+
+    def _incomplete_path(self, repo):
+        return os.path.join(self.settings.dir, f"{repo.name}.incomplete")
+
+    def incomplete(self, repo):
+        """The ids of the snapshots of REPO that a push here saw restic store
+        incomplete (exit 3: some of the set could not be read): they hold no
+        set, and the set is pushed again."""
+        try:
+            with open(self._incomplete_path(repo), encoding="utf-8", errors="replace") as f:
+                return {line.strip() for line in f if line.strip()}
+        except FileNotFoundError:
+            return set()
+        except OSError as exc:
+            self.log.warn(
+                f"could not read {self._incomplete_path(repo)} ({exc.strerror}): the incomplete snapshots "
+                "it names are taken as whole"
             )
+            return set()
+
+    def _record_incomplete(self, repo, snapshot_id):
+        try:
+            with open(self._incomplete_path(repo), "a", encoding="utf-8") as f:
+                f.write(f"{snapshot_id}\n")
+        except OSError as exc:
+            self.log.warn(f"could not record the incomplete snapshot {snapshot_id} ({exc.strerror})")
+
+    def _complete(self, repo, held):
+        """HELD without the snapshots this server knows to be incomplete."""
+        incomplete = self.incomplete(repo)
+        return [snapshot for snapshot in held if snapshot.snapshot_id not in incomplete]
+
+    # --- the set being pushed, pinned ----------------------------------------------------------
+
+    def _pin(self, files):
+        """Hard links of FILES (names in the backups directory) in a directory
+        of the push's own; None when one of them is gone (the retention
+        removed the set before it could be pushed)."""
+        pin = os.path.join(self.backups_dir, PIN)
+        self._unpin()
+        os.mkdir(pin, 0o700)
+        try:
+            for file in files:
+                os.link(os.path.join(self.backups_dir, file), os.path.join(pin, file), follow_symlinks=False)
+        except FileNotFoundError:
+            self._unpin()
+            return None
+        return pin
+
+    def _unpin(self):
+        pin = os.path.join(self.backups_dir, PIN)
+        if os.path.islink(pin) or (os.path.lexists(pin) and not os.path.isdir(pin)):
+            os.unlink(pin)
+        shutil.rmtree(pin, ignore_errors=True)
+
+    def _push_set(self, repo, name):
+        """Local set NAME into REPO, as one snapshot, read from hard links of
+        its files (_pin); the bytes it added, or None when the set was removed
+        here before it could be pinned. Raises RepositoryError."""
+        started = self.monotonic()
         files = [f"{name}.sha256", f"{name}.manifest.json"]
         media = sets.media_name_of(name)
         if os.path.isfile(os.path.join(self.backups_dir, media)):
             files.append(media)
         files.append(name)
-        # Local time, as restic reads --time.
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.set_epoch(name)))
+        pin = self._pin(files)
+        if pin is None:
+            self.log.info(f"off-site repository {repo.name}: {name} was removed here before it could be pushed")
+            return None
+        try:
+            # What the snapshot says of the set comes from the files it holds.
+            sha = self.local_sha256(name, pin)
+            if sha is None:
+                raise RepositoryError(
+                    repo.name,
+                    f"off-site repository {repo.name}: pushing {name} failed: its checksum file "
+                    f"{os.path.join(self.backups_dir, name + '.sha256')} holds no sha256",
+                )
+            # Local time, as restic reads --time.
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.set_epoch(name, pin)))
+            return self._push_pinned(repo, name, sha, files, when, pin, started)
+        finally:
+            self._unpin()
+
+    def _push_pinned(self, repo, name, sha, files, when, pin, started):
         args = [
             "backup",
             "--json",
@@ -611,9 +694,20 @@ class Offsite:
         output = os.path.join(self.run_dir, "push.json")
         for attempt in (1, 2):
             try:
-                self._run(repo, args, stdout=output, cwd=self.backups_dir)
+                self._run(repo, args, stdout=output, cwd=pin)
                 break
             except CommandFailed as failed:
+                if failed.returncode == 3:
+                    # restic stored a snapshot without all of the set: it must
+                    # not count as the set's copy.
+                    snapshot_id = _summary(_tail(output)).get("snapshot_id")
+                    if isinstance(snapshot_id, str) and snapshot_id:
+                        self._record_incomplete(repo, snapshot_id)
+                    raise RepositoryError(
+                        repo.name,
+                        f"{self._describe(repo, f'pushing {name}', failed)}; restic stored an incomplete snapshot "
+                        f"({snapshot_id or 'id unknown'}), which does not count: the next push sends {name} again",
+                    ) from None
                 # A run that was killed (a time limit) leaves its lock behind,
                 # and an exclusive one blocks every push: restic's unlock
                 # removes stale locks only (of processes gone from this host,
@@ -658,7 +752,7 @@ class Offsite:
             raise Failure(
                 Exit.OFFSITE_FAILED, f"off-site repository {repo.name} cannot be read; nothing was fetched"
             ) from None
-        chosen = self._choose(repo, held, want)
+        chosen = self._choose(repo, self._complete(repo, held), want)
         name = chosen.name
         # (Only names of this project's sets come out of manifest.snapshots: the
         # shell's refusal of a foreign name is built into the listing.)
@@ -882,15 +976,20 @@ def _tail(path):
     return data.decode("utf-8", "replace")
 
 
-def _data_added(output):
-    """The bytes a push added after deduplication: data_added of restic's
-    summary line, 0 when there is none."""
+def _summary(output):
+    """The last summary line of `restic backup --json` OUTPUT, {} when there is none."""
     for line in reversed(output.splitlines()):
         try:
             message = json.loads(line)
         except ValueError:
             continue
         if isinstance(message, dict) and message.get("message_type") == "summary":
-            added = message.get("data_added", 0)
-            return added if isinstance(added, int) and not isinstance(added, bool) else 0
-    return 0
+            return message
+    return {}
+
+
+def _data_added(output):
+    """The bytes a push added after deduplication: data_added of restic's
+    summary line, 0 when there is none."""
+    added = _summary(output).get("data_added", 0)
+    return added if isinstance(added, int) and not isinstance(added, bool) else 0

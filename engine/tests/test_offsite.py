@@ -299,7 +299,8 @@ def test_a_push_sends_the_sets_newer_than_the_newest_oldest_first(env, monkeypat
         "shop_20261202T020000Z_daily.media.tar.zst",
         B,
     ]
-    assert first.cwd == str(env.backups)
+    assert first.cwd == str(env.backups / offsite.PIN)
+    assert not (env.backups / offsite.PIN).exists()
     assert first.timeout == 600
     assert first.env == {
         "RESTIC_PASSWORD_FILE": str(env.secrets / "password"),
@@ -320,6 +321,144 @@ def test_a_push_sends_the_sets_newer_than_the_newest_oldest_first(env, monkeypat
     assert (metric(env, "bucket", "success"), metric(env, "bucket", "sets_missing")) == ("1", "0")
     assert metric(env, "bucket", "pushed_bytes") == "3072"
     assert metric(env, "bucket", "last_success_timestamp_seconds") == str(NOW)
+
+
+def test_a_set_removed_by_the_retention_during_its_push_is_pushed_whole(env):
+    """The push reads hard links of the set's files: the backups' retention, under the
+    other lock, removing the set meanwhile takes nothing from the snapshot."""
+    make_set(env.backups, A, media=b"media")
+    read = {}
+
+    def retention_then_restic_reads(call):
+        for file in call.argv[call.argv.index("--") + 1 :]:
+            os.remove(env.backups / file)  # the retention
+        for file in call.argv[call.argv.index("--") + 1 :]:
+            read[file] = (env.backups / offsite.PIN / file).read_bytes()
+
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), effect=retention_then_restic_reads, stdout=summary(10))
+    (done,) = env.bucket().push_all()
+    assert (done.ok, done.pushed, done.missing) == (True, (A,), 0)
+    assert read[A] == f"dump of {A}".encode() and read[sets.media_name_of(A)] == b"media"
+    assert len(read) == 4
+    assert sorted(os.listdir(env.backups)) == []  # the links went with the push
+
+
+def test_a_set_removed_before_its_push_is_passed_over(env):
+    make_set(env.backups, A)
+    make_set(env.backups, B)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+
+    def remove_b(call):
+        if f"set={A}" in call.argv:
+            for file in (B, f"{B}.sha256", f"{B}.manifest.json"):
+                os.remove(env.backups / file)
+
+    env.fake.on(restic("bucket", "backup"), effect=remove_b, stdout=summary(10))
+    # B was listed as missing, and is gone when its turn comes.
+    (done,) = env.bucket().push_all()
+    assert (done.ok, done.pushed, done.missing, done.added) == (True, (A,), 0, 10)
+    assert pushes(env) == [A]
+    assert f"off-site repository bucket: {B} was removed here before it could be pushed" in env.log.at("INFO")
+
+
+def test_a_set_whose_dump_goes_while_it_is_pinned_is_passed_over(env, monkeypatch):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    real_link = os.link
+
+    def link(source, target, **kwargs):
+        if os.path.basename(source) == A:
+            os.remove(source)  # the retention, between two links
+        return real_link(source, target, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    (done,) = env.bucket().push_all()
+    assert (done.ok, done.pushed) == (True, ())
+    assert pushes(env) == [] and not (env.backups / offsite.PIN).exists()
+
+
+@pytest.mark.parametrize("leftover", ["directory", "file", "link"])
+def test_what_a_killed_push_left_in_the_pin_is_replaced(env, tmp_path, leftover):
+    pin = env.backups / offsite.PIN
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not the push's")
+    if leftover == "directory":
+        pin.mkdir()
+        (pin / A).write_text("a stale link")
+    elif leftover == "file":
+        pin.write_text("x")
+    else:
+        pin.symlink_to(outside)
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), stdout=summary(10))
+    (done,) = env.bucket().push_all()
+    assert done.pushed == (A,) and not pin.exists()
+    assert (outside / "keep").read_text() == "not the push's"
+
+
+def incomplete_push(env, snapshot_id="0123abcd"):
+    """restic backup exits 3 (a file could not be read): it stored an incomplete snapshot."""
+    line = json.dumps({"message_type": "summary", "data_added": 5, "snapshot_id": snapshot_id}) if snapshot_id else ""
+    return env.fake.on(
+        restic("bucket", "backup"),
+        times=1,
+        fail=3,
+        stdout=(line + "\n").encode(),
+        stderr="error: read shop.pgdump.zst: input/output error\nWarning: at least one source file could not be read",
+    )
+
+
+def test_an_incomplete_snapshot_does_not_count_and_the_set_is_pushed_again(env, tmp_path):
+    sha_a = make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), times=1, stdout=listing())
+    incomplete_push(env)
+    with pytest.raises(Failure) as raised:
+        env.bucket().push_all()
+    assert raised.value.code == Exit.OFFSITE_FAILED
+    assert env.log.at("WARN") == [
+        f"off-site repository bucket: pushing {A} failed (restic exit 3): error: read shop.pgdump.zst: "
+        f"input/output error; restic stored an incomplete snapshot (0123abcd), which does not count: the next "
+        f"push sends {A} again"
+    ]
+    assert metric(env, "bucket", "sets_missing") == "1"
+    assert (env.secrets / "bucket.incomplete").read_text() == "0123abcd\n"
+    # The repository now lists it; this server knows it holds no set.
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a, snap_id="0123abcd")))
+    env.fake.on(restic("bucket", "backup"), stdout=summary(10))
+    (done,) = env.bucket().push_all()
+    assert (done.ok, done.pushed) == (True, (A,))
+    assert env.bucket().where().holders == {}
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket", A)
+    assert raised.value.message.startswith(f"off-site repository bucket holds no set named {A}")
+
+
+def test_an_incomplete_snapshot_without_its_id_is_still_a_failed_push(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    incomplete_push(env, snapshot_id=None)
+    with pytest.raises(Failure):
+        env.bucket().push_all()
+    assert "restic stored an incomplete snapshot (id unknown)" in env.log.at("WARN")[0]
+    assert not (env.secrets / "bucket.incomplete").exists()
+
+
+def test_an_incomplete_snapshot_that_cannot_be_recorded_is_warned_about(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    incomplete_push(env)
+    (env.secrets / "bucket.incomplete").mkdir()
+    with pytest.raises(Failure):
+        env.bucket().push_all()
+    record = env.secrets / "bucket.incomplete"
+    assert (
+        env.log.at("WARN")[0]
+        == f"could not read {record} (Is a directory): the incomplete snapshots it names are taken as whole"
+    )
+    assert env.log.at("WARN")[1].startswith("could not record the incomplete snapshot 0123abcd (")
 
 
 def test_a_repository_holding_the_newest_set_gets_nothing(env):
