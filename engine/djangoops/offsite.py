@@ -627,14 +627,22 @@ class Offsite:
         of the push's own; None when one of them is gone (the retention
         removed the set before it could be pushed)."""
         pin = os.path.join(self.backups_dir, PIN)
-        self._unpin()
-        os.mkdir(pin, 0o700)
         try:
+            self._unpin()
+            os.mkdir(pin, 0o700)
             for file in files:
                 os.link(os.path.join(self.backups_dir, file), os.path.join(pin, file), follow_symlinks=False)
         except FileNotFoundError:
             self._unpin()
             return None
+        except OSError as exc:
+            # A file system without hard links: the set as it lies.
+            self._unpin()
+            self.log.warn(
+                f"could not link the set's files in {pin} ({exc.strerror}); pushing them from "
+                f"{self.backups_dir}, where a backup's retention could remove them during the push"
+            )
+            return self.backups_dir
         return pin
 
     def _unpin(self):

@@ -5,6 +5,7 @@ restic's own check, where each set is, and secrets kept out of argv and the log.
 Everything runs through FakeRunner: restic is never started."""
 
 import calendar
+import errno
 import hashlib
 import json
 import os
@@ -397,6 +398,24 @@ def test_what_a_killed_push_left_in_the_pin_is_replaced(env, tmp_path, leftover)
     (done,) = env.bucket().push_all()
     assert done.pushed == (A,) and not pin.exists()
     assert (outside / "keep").read_text() == "not the push's"
+
+
+def test_without_hard_links_the_set_is_pushed_from_where_it_lies(env, monkeypatch):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), stdout=summary(10))
+
+    def link(source, target, **kwargs):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", link)
+    (done,) = env.bucket().push_all()
+    assert done.pushed == (A,) and restic_calls(env, "backup")[0].cwd == str(env.backups)
+    assert env.log.at("WARN") == [
+        f"could not link the set's files in {env.backups / offsite.PIN} (Operation not permitted); pushing them "
+        f"from {env.backups}, where a backup's retention could remove them during the push"
+    ]
+    assert sorted(os.listdir(env.backups)) == sorted([A, f"{A}.sha256", f"{A}.manifest.json"])
 
 
 def incomplete_push(env, snapshot_id="0123abcd"):
