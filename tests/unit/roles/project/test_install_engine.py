@@ -20,10 +20,10 @@ BUNDLE = {
 }
 
 
-def run(lib, mode="apply", bundle=BUNDLE, raw=None):
+def run(lib, mode="apply", bundle=None, raw=None):
     result = subprocess.run(
         [sys.executable, "-I", "-c", SOURCE, str(lib), mode],
-        input=raw if raw is not None else json.dumps(bundle),
+        input=raw if raw is not None else json.dumps(BUNDLE if bundle is None else bundle),
         capture_output=True,
         text=True,
         check=False,
