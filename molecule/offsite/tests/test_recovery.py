@@ -124,6 +124,9 @@ def test_disaster_drill(tmp_path):
                 "db_backup_database_password": VARS["test_db_password"],
                 "db_backup_database_host": "127.0.0.1",
                 "confirm_database": DB_NAME,
+                # The recovered server schedules its backups again (recover.yml applies the
+                # schedule role): every minute here, so that the test sees the next one run.
+                "schedule_backup_time": "* * * * *",
             }
         )
     )
@@ -146,13 +149,30 @@ def test_disaster_drill(tmp_path):
     assert name in recover.stdout
     assert not planted_by_root(b.run_expect([0], f"cat {PLANTED_LOG}").stdout)
     assert b.run("test -e /home/shop/commands/lib").rc == 1
-    # (clear_sessions.sh stays the plant: recover.yml does not schedule.)
-    links = b.run_expect([0], "find /home/shop/commands -mindepth 1 -type l -printf '%f %l\\n'").stdout.splitlines()
-    assert sorted(links) == sorted(f"{n}.sh /usr/local/lib/djangoops/shop/bin/{n}.sh" for n in DB_COMMANDS)
+    links = b.run_expect([0], "find /home/shop/commands -mindepth 1 -printf '%y %f %l\\n'").stdout.splitlines()
+    assert sorted(links) == sorted(
+        f"l {n}.sh /usr/local/lib/djangoops/shop/bin/{n}.sh" for n in (*DB_COMMANDS, "clear_sessions")
+    )
     # The start-up files' plants were in place and live: a login shell of the user runs them.
     b.run_expect([0], "runuser -l shop -c true")
     ran = b.run_expect([0], f"cat {PLANTED_LOG}").stdout
     assert ran and not planted_by_root(ran), ran
+    # The server backs itself up again, on schedule, and off-site: cron's next minute takes a
+    # set of the recovered data and pushes it.
+    assert "scheduled with cron: backup * * * * *, the next backup is pushed off-site" in recover.stdout
+    deadline = time.monotonic() + 150
+    while True:
+        latest = b.run("readlink /home/shop/db_backups/latest").stdout.strip()
+        log = b.run("cat /home/shop/logs/backup_db.log").stdout
+        if latest != name and f"pushed {latest} " in log:
+            break
+        assert time.monotonic() < deadline, f"no scheduled backup after the recovery: latest {latest}\n{log}"
+        time.sleep(2)
+    manifests = [
+        json.loads(b.run_expect([0], f"cat /home/shop/db_backups/{set_name}.manifest.json").stdout)
+        for set_name in (name, latest)
+    ]
+    assert manifests[1]["tables"] == manifests[0]["tables"], manifests  # the recovered rows, backed up
     # recover.yml's own figures: the fetch (download and checks) and the restore.
     took = re.search(r"fetch (\d+):(\d+):([\d.]+), restore (\d+):(\d+):([\d.]+)", recover.stdout)
     assert took, recover.stdout[-2000:]
