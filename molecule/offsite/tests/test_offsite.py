@@ -95,7 +95,8 @@ def assert_published_locally_and_failed_offsite(host, result, before, reason):
 def test_offsite_secrets_never_on_a_command_line_in_a_log_or_another_file(host, variables):
     """The repository password, the S3 secret key and the SSH key, as the database password is
     tested: never in a process's arguments (ps sampled all through a backup and its pushes),
-    and in no file but their own, which is 0600 and the project user's."""
+    and in no file but their own, which is 0600 and the project user's; the bucket owner's
+    secret (the controller's prune) in no file of the server."""
     hostname = host.backend.get_hostname()
     key_lines = scenario_file(hostname).splitlines()
     password = variables["db_backup_offsite_password"]
@@ -104,6 +105,8 @@ def test_offsite_secrets_never_on_a_command_line_in_a_log_or_another_file(host, 
         "password": ((password, json.dumps(password)[1:-1], "pässwörd"), f"{OFFSITE}/password"),
         "S3 secret": ((f"s3-secret-{hostname}-do-not-log",), f"{OFFSITE}/bucket.s3"),
         "SSH key": ((key_lines[len(key_lines) // 2],), f"{OFFSITE}/backuphost.key"),
+        # The bucket owner's, for the controller's prune: never on the server at all.
+        "S3 admin secret": ((f"s3-admin-secret-{hostname}-do-not-log",), None),
     }
     sampled, samples = sample_ps_during(host, "backup_db.sh -q", out="/root/ps-offsite.txt")
     assert sampled.rc == 0, sampled.stderr
@@ -114,8 +117,9 @@ def test_offsite_secrets_never_on_a_command_line_in_a_log_or_another_file(host, 
     holding = files_holding(host, *(n for needles, _file in secrets.values() for n in needles))
     for what, (needles, path) in secrets.items():
         found = {f for f in holding if any(n.encode() in host.file(f).content for n in needles)}
-        assert found == {path}, f"the {what} in {found}"
-        assert (host.file(path).mode, host.file(path).user) == (0o600, "shop"), path
+        assert found == ({path} if path else set()), f"the {what} in {found}"
+        if path:
+            assert (host.file(path).mode, host.file(path).user) == (0o600, "shop"), path
 
 
 def test_backup_host_down_publishes_locally_then_push_sends_what_was_missed(host, run, restic, backup_host):
@@ -251,6 +255,38 @@ def test_the_test_restore_can_take_its_set_from_off_site(host, run, variables):
     wrong = run("verify_db.sh", "--from", "nowhere")
     assert wrong.rc == 2
     assert "no off-site repository named 'nowhere'; configured: backuphost bucket" in wrong.stderr
+
+
+def test_the_prune_refuses_a_bucket_without_its_owners_keys(host, restic):
+    """A prune with a server's own S3 keys would need a server key that may delete: the
+    playbook refuses to start without the admin keys, and names the repository."""
+    hostname = host.backend.get_hostname()
+    before = snapshots(restic, "bucket")
+    bucket = {
+        "name": "bucket",
+        "type": "s3",
+        "url": f"s3:http://127.0.0.1:5000/{hostname}",
+        "access_key_id": "test-access",
+        "secret_access_key": "server-secret-only",
+    }
+    result = playbook(
+        "playbooks/offsite_prune.yml",
+        "-e",
+        "@molecule/shared/playbooks/vars/backup.yml",
+        "-e",
+        f"target={hostname}",
+        "-e",
+        json.dumps({"db_backup_offsite_repositories": [bucket], "db_backup_offsite_keep_daily": 1}),
+    )
+    assert result.returncode != 0
+    said = " ".join((result.stdout + result.stderr).split())  # (ansible-core 2.19 and later: stderr)
+    assert (
+        f"{hostname}: the s3 repositories bucket of db_backup_offsite_repositories lack admin_access_key_id or "
+        "admin_secret_access_key" in said
+    ), said[-3000:]
+    assert "Nothing was pruned." in said
+    assert "server-secret-only" not in said
+    assert snapshots(restic, "bucket") == before
 
 
 def test_the_controller_prunes_with_its_own_key(host, restic):
