@@ -257,6 +257,19 @@ def test_the_test_restore_can_take_its_set_from_off_site(host, run, variables):
     assert "no off-site repository named 'nowhere'; configured: backuphost bucket" in wrong.stderr
 
 
+def prune(hostname, extra):
+    """playbooks/offsite_prune.yml for HOSTNAME, with the scenario's variables and EXTRA."""
+    return playbook(
+        "playbooks/offsite_prune.yml",
+        "-e",
+        "@molecule/shared/playbooks/vars/backup.yml",
+        "-e",
+        f"target={hostname}",
+        "-e",
+        json.dumps(extra),
+    )
+
+
 def test_the_prune_refuses_a_bucket_without_its_owners_keys(host, restic):
     """A prune with a server's own S3 keys would need a server key that may delete: the
     playbook refuses to start without the admin keys, and names the repository."""
@@ -269,15 +282,7 @@ def test_the_prune_refuses_a_bucket_without_its_owners_keys(host, restic):
         "access_key_id": "test-access",
         "secret_access_key": "server-secret-only",
     }
-    result = playbook(
-        "playbooks/offsite_prune.yml",
-        "-e",
-        "@molecule/shared/playbooks/vars/backup.yml",
-        "-e",
-        f"target={hostname}",
-        "-e",
-        json.dumps({"db_backup_offsite_repositories": [bucket], "db_backup_offsite_keep_daily": 1}),
-    )
+    result = prune(hostname, {"db_backup_offsite_repositories": [bucket], "db_backup_offsite_keep_daily": 1})
     assert result.returncode != 0
     said = " ".join((result.stdout + result.stderr).split())  # (ansible-core 2.19 and later: stderr)
     assert (
@@ -293,14 +298,9 @@ def test_the_controller_prunes_with_its_own_key(host, restic):
     hostname = host.backend.get_hostname()
     counts = {repo: len(snapshots(restic, repo)) for repo in REPOS}
     assert all(n > 2 for n in counts.values()), counts
-    result = playbook(
-        "playbooks/offsite_prune.yml",
-        "-e",
-        "@molecule/shared/playbooks/vars/backup.yml",
-        "-e",
-        f"target={hostname}",
-        "-e",
-        '{"db_backup_offsite_keep_daily": 1, "db_backup_offsite_keep_weekly": 0, "db_backup_offsite_keep_monthly": 1}',
+    result = prune(
+        hostname,
+        {"db_backup_offsite_keep_daily": 1, "db_backup_offsite_keep_weekly": 0, "db_backup_offsite_keep_monthly": 1},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     for repo in REPOS:
