@@ -616,9 +616,11 @@ class Offsite:
             self.log.warn(f"could not record the incomplete snapshot {snapshot_id} ({exc.strerror})")
 
     def _complete(self, repo, held):
-        """HELD without the snapshots this server knows to be incomplete."""
-        incomplete = self.incomplete(repo)
-        return [snapshot for snapshot in held if snapshot.snapshot_id not in incomplete]
+        """HELD without the snapshots this server knows to be incomplete. restic's
+        backup summary may give the short id (its first 8 hex digits): a
+        recorded id matches the snapshot whose id it begins."""
+        incomplete = tuple(i for i in self.incomplete(repo) if len(i) >= 8)
+        return [snapshot for snapshot in held if not snapshot.snapshot_id.startswith(incomplete or ("\0",))]
 
     # --- the set being pushed, pinned ----------------------------------------------------------
 

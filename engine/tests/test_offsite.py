@@ -445,7 +445,8 @@ def test_an_incomplete_snapshot_does_not_count_and_the_set_is_pushed_again(env, 
     assert metric(env, "bucket", "sets_missing") == "1"
     assert (env.secrets / "bucket.incomplete").read_text() == "0123abcd\n"
     # The repository now lists it; this server knows it holds no set.
-    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a, snap_id="0123abcd")))
+    # (restic's summary gave the short id; the listing has the whole one.)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a, snap_id="0123abcd" + "e" * 56)))
     env.fake.on(restic("bucket", "backup"), stdout=summary(10))
     (done,) = env.bucket().push_all()
     assert (done.ok, done.pushed) == (True, (A,))
@@ -453,6 +454,13 @@ def test_an_incomplete_snapshot_does_not_count_and_the_set_is_pushed_again(env, 
     with pytest.raises(Failure) as raised:
         env.bucket().fetch("bucket", A)
     assert raised.value.message.startswith(f"off-site repository bucket holds no set named {A}")
+
+
+def test_only_a_recorded_id_that_begins_a_snapshots_id_rules_it_out(env):
+    sha_a = make_set(env.backups, A)
+    (env.secrets / "bucket.incomplete").write_text("0123\n9999abcd\n")  # too short; another snapshot
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a, snap_id="0123abcd" + "e" * 56)))
+    assert env.bucket().where().holders == {f"{A}@{sha_a}": "bucket"}
 
 
 def test_an_incomplete_snapshot_without_its_id_is_still_a_failed_push(env):
