@@ -430,7 +430,7 @@ def incomplete_push(env, snapshot_id="0123abcd"):
     )
 
 
-def test_an_incomplete_snapshot_does_not_count_and_the_set_is_pushed_again(env, tmp_path):
+def test_an_incomplete_snapshot_does_not_count_and_the_set_is_pushed_again(env):
     sha_a = make_set(env.backups, A)
     env.fake.on(restic("bucket", "snapshots"), times=1, stdout=listing())
     incomplete_push(env)
