@@ -23,6 +23,12 @@ What restic prints can quote them back (a URL with the key, a password echoed
 in an error), so every line taken from its output is redacted before it
 reaches the log or a message.
 
+Only snapshots that the repository's record of arrivals vouches for are
+taken as sets (_held, arrivals.judge): the backup host's record, read through
+the key's forced command, or the bucket's first versions; a planted snapshot
+(dated after it arrived, a second copy under a set's name) is warned about,
+never listed, fetched or counted as pushed.
+
 A set is pushed from hard links of its files in .offsite-push (PIN), so that
 the backups' retention, under the other lock, can remove it meanwhile; a
 snapshot that restic stored without all of a set (its exit 3) is recorded in
@@ -48,7 +54,7 @@ import shutil
 import time
 from typing import NamedTuple
 
-from . import manifest, metrics, sets
+from . import arrivals, manifest, metrics, s3, sets
 from .config import Repository
 from .errors import Exit, Failure
 from .log import format_seconds, redact
@@ -191,6 +197,7 @@ class Offsite:
         clock=time.time,
         monotonic=time.monotonic,
         which=shutil.which,
+        s3_client=s3.Client,
     ):
         self.runner = runner
         self.log = log
@@ -203,10 +210,15 @@ class Offsite:
         self.clock = clock
         self.monotonic = monotonic
         self.which = which
+        self.s3_client = s3_client
         self.backups_dir = project.backups_dir
         self.staging = os.path.join(project.backups_dir, STAGING)
         self._deadlines = {}
         self._exit_registered = False
+        # Per repository: when each snapshot arrived (None: no record), and
+        # the refusals already told in this run.
+        self.arrived = {}
+        self._told = set()
 
     # --- the repositories ------------------------------------------------------------------
 
@@ -417,6 +429,98 @@ class Offsite:
             ) from None
         return held
 
+    def _arrivals(self, repo):
+        """When each snapshot of REPO arrived, as its backup host recorded it
+        ({id: epoch}), read through the key's forced command, or for an s3
+        repository the oldest version of each snapshot object; None when the
+        repository keeps no such record (a backup host whose offsite_host role
+        predates it, a bucket without versioning). Raises RepositoryError."""
+        if repo.type == "s3":
+            return self._bucket_arrivals(repo)
+        try:
+            result = self.runner.run(
+                [*self.ssh_command(repo), arrivals.HEADER.split()[0]],
+                timeout=self._left(repo),
+                name="ssh",
+            )
+        except CommandFailed as failed:
+            secrets = self._secrets(repo)
+            if failed.timed_out:
+                why = f"no answer within {self.settings.timeout} s ({TIMEOUT_SETTING})"
+            elif failed.returncode is None:
+                why = redact(failed.reason(), secrets)
+            else:
+                why = redact(error_line(failed.stderr), secrets)
+            raise RepositoryError(
+                repo.name, f"off-site repository {repo.name}: reading when its snapshots arrived failed: {why}"
+            ) from None
+        try:
+            found = arrivals.parse(result.stdout)
+        except ValueError as exc:
+            raise RepositoryError(
+                repo.name,
+                f"off-site repository {repo.name}: reading when its snapshots arrived failed: the backup host's "
+                f"answer cannot be read ({exc})",
+            ) from None
+        if found is None:
+            self._tell(
+                ("no record", repo.name),
+                f"off-site repository {repo.name}: its backup host keeps no record of when snapshots arrived "
+                "(apply the offsite_host role to it again): its snapshots are taken as they claim",
+            )
+        return found
+
+    def _bucket_arrivals(self, repo):
+        keys = self._s3_keys(repo)
+        try:
+            bucket = self.s3_client(
+                repo.url,
+                keys.get("AWS_ACCESS_KEY_ID", ""),
+                keys.get("AWS_SECRET_ACCESS_KEY", ""),
+                timeout=self._left(repo),
+            )
+            if bucket.versioning() != "Enabled":
+                self._tell(
+                    ("no record", repo.name),
+                    f"off-site repository {repo.name}: its bucket's versioning is not enabled, so it keeps no "
+                    "record of when snapshots arrived (playbooks/offsite_buckets.yml turns it on): its snapshots "
+                    "are taken as they claim",
+                )
+                return None
+            found = bucket.arrivals("snapshots")
+        except (s3.S3Error, ValueError) as error:
+            raise RepositoryError(
+                repo.name,
+                f"off-site repository {repo.name}: reading when its snapshots arrived failed: "
+                f"{redact(str(error), self._secrets(repo))}",
+            ) from None
+        # (Objects of other names are no snapshots: nothing restic lists is looked up among them.)
+        return found
+
+    def _held(self, repo):
+        """The sets REPO holds that can be trusted, oldest first: its listing
+        without the snapshots this server saw stored incomplete and without
+        those that the backup host's record of their arrival refuses
+        (arrivals.judge), each refusal warned about once per run. Raises
+        RepositoryError."""
+        held = self._complete(repo, self._sets(repo))
+        # After the listing: whatever it names has arrived by now.
+        found = self.arrived[repo.name] = self._arrivals(repo)
+        if found is None:
+            return held
+        judged = arrivals.judge(held, found, self.project.name)
+        for refusal in judged.refused:
+            self._tell(
+                (refusal.snapshot.snapshot_id, repo.name),
+                f"off-site repository {repo.name}: {refusal.reason}; it is not taken for the set",
+            )
+        return judged.genuine
+
+    def _tell(self, key, message):
+        if key not in self._told:
+            self._told.add(key)
+            self.log.warn(message)
+
     def where(self):
         """Where each set is off-site (Where). A repository that cannot be
         read is warned about and listed as unreadable, never taken as holding
@@ -428,7 +532,7 @@ class Offsite:
         for repo in self.repositories:
             self._start(repo)
             try:
-                held = self._complete(repo, self._sets(repo))
+                held = self._held(repo)
             except RepositoryError as error:
                 self.log.warn(error.message)
                 unreadable.append(repo.name)
@@ -521,7 +625,7 @@ class Offsite:
         ok, added, missing, pushed = False, 0, -1, []
         try:
             if self._init(repo):
-                todo = self._missing(repo, self._sets(repo))
+                todo = self._missing(repo, self._held(repo))
                 missing = len(todo)
                 if not todo:
                     self.log.info(f"off-site repository {repo.name}: holds every local set already")
@@ -570,9 +674,9 @@ class Offsite:
 
     def _missing(self, repo, held):
         """The local sets REPO lacks, oldest first: those newer than its newest
-        set that it does not hold. A set dated more than a day ahead (a clock
-        that was wrong) would stop every push until then: it does not count."""
-        held = self._complete(repo, held)
+        set that it does not hold (HELD: the sets it can be trusted to hold,
+        _held). A set dated more than a day ahead (a clock that was wrong)
+        would stop every push until then: it does not count."""
         have = {f"{s.name}@{s.sha256}" for s in held}
         future = self.clock() + FUTURE_SECONDS
         newest = 0
@@ -742,12 +846,17 @@ class Offsite:
 
     # --- fetching -----------------------------------------------------------------------------
 
-    def fetch(self, repo, want="latest", staged=False):
+    def fetch(self, repo, want="latest", staged=False, before=None):
         """The set WANT (a set name, or latest: the newest the repository
         holds) from REPO into the backups directory, checked against its
         sha256 and manifest before it is published there, data file last.
         Returns the path of its dump. A set already here whole is not
-        downloaded again.
+        downloaded again. Only a set whose snapshot the backup host's record
+        of arrivals vouches for is taken (_held).
+
+        BEFORE (seconds since the epoch; with latest only): the newest set
+        that arrived before then, by the backup host's record: what a server
+        held before a break-in, whatever was pushed since.
 
         STAGED (verify --from): always downloaded, checked the same way, and
         left in the staging directory (self.staging) until remove_staging()
@@ -756,13 +865,22 @@ class Offsite:
         self.require_restic()
         self._start(repo)
         try:
-            held = self._sets(repo)
+            held = self._held(repo)
         except RepositoryError as error:
             self.log.warn(error.message)
             raise Failure(
                 Exit.OFFSITE_FAILED, f"off-site repository {repo.name} cannot be read; nothing was fetched"
             ) from None
-        chosen = self._choose(repo, self._complete(repo, held), want)
+        if before is not None:
+            found = self.arrived.get(repo.name)
+            if found is None:
+                raise Failure(
+                    Exit.USAGE,
+                    f"off-site repository {repo.name} keeps no record of when its snapshots arrived: a set cannot "
+                    "be chosen by its arrival there; name it instead (list_db_backups.sh lists them)",
+                )
+            held = [s for s in held if found[s.snapshot_id] < before]
+        chosen = self._choose(repo, held, want, before)
         name = chosen.name
         # (Only names of this project's sets come out of manifest.snapshots: the
         # shell's refusal of a foreign name is built into the listing.)
@@ -776,7 +894,7 @@ class Offsite:
             self.log.warn(f"the copy of {name} here fails its sha256 check ({reason}); fetching it again")
         return self._download(repo, chosen, staged)
 
-    def _choose(self, repo, held, want):
+    def _choose(self, repo, held, want, before=None):
         """The snapshot WANT names among HELD (oldest first): the newest of
         that name, or for latest the newest set not dated in the future (a
         set taken under a wrong clock is not the newest here either)."""
@@ -798,6 +916,12 @@ class Offsite:
             elif snapshot.name == want:
                 chosen = snapshot
         if chosen is None:
+            if before is not None:
+                raise Failure(
+                    Exit.BAD_BACKUP,
+                    f"off-site repository {repo.name} holds no backup set of {self.project.name} that arrived "
+                    f"before {arrivals.utc(before)}",
+                )
             if want == "latest":
                 raise Failure(
                     Exit.BAD_BACKUP, f"off-site repository {repo.name} holds no backup set of {self.project.name}"
@@ -805,6 +929,12 @@ class Offsite:
             raise Failure(
                 Exit.BAD_BACKUP,
                 f"off-site repository {repo.name} holds no set named {want} (list_db_backups.sh lists them)",
+            )
+        found = self.arrived.get(repo.name)
+        if found is not None:
+            self.log.info(
+                f"off-site repository {repo.name}: {chosen.name} (snapshot {chosen.snapshot_id[:8]}) arrived "
+                f"{arrivals.utc(found[chosen.snapshot_id])}"
             )
         return chosen
 

@@ -418,6 +418,27 @@ def counts_text(tables):
     return "".join(f"{table}\t{rows}\n" for table, rows in tables.items()).encode()
 
 
+def snapshot_id(name):
+    """The id the fake listings give the snapshot of set NAME: 64 hex digits, as restic's."""
+    return hashlib.sha256(f"snapshot of {name}".encode()).hexdigest()
+
+
+def arrivals_rule(call):
+    """A FakeRunner match: the backup host's record of arrivals, asked over ssh."""
+    return call.programs[0] == "ssh" and call.argv[-1] == "djangoops-arrivals"
+
+
+def arrivals_of(listing, late=60, **when):
+    """The backup host's answer for the snapshots of LISTING (`restic snapshots
+    --json` output): each arrived LATE seconds after its time, or at WHEN[id]."""
+    from djangoops import arrivals
+
+    lines = [arrivals.HEADER]
+    for snap in json.loads(listing):
+        lines.append(f"{snap['id']} {when.get(snap['id'], arrivals.epoch(snap['time']) + late)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
 def restic_snapshots(*held, project=PROJECT):
     """`restic snapshots --json` of the sets HELD ((name, sha256) pairs)."""
     import calendar
@@ -432,7 +453,7 @@ def restic_snapshots(*held, project=PROJECT):
                 "paths": [f"/home/{project}/db_backups/{name}"],
                 "hostname": project,
                 "tags": ["djangoops", f"set={name}", f"sha256={sha}", f"kind={sets.kind_of(name, project)}"],
-                "id": f"id-{name}",
+                "id": snapshot_id(name),
             }
         )
     return json.dumps(listing).encode()
@@ -462,9 +483,10 @@ def held_offsite(cmd, directory, names, repositories=("nas",), dump=None, **offs
     listing = restic_snapshots(*shas.items())
     for repo in repositories:
         cmd.fake.on(restic_rule(repo, "snapshots"), stdout=listing)
+    cmd.fake.on(arrivals_rule, stdout=arrivals_of(listing))
     for name in names:
         cmd.fake.on(
-            lambda call, name=name: restic_rule(repositories[0], "restore")(call) and f"id-{name}" in call.argv,
+            lambda call, name=name: restic_rule(repositories[0], "restore")(call) and snapshot_id(name) in call.argv,
             effect=restic_restores(set_files(directory, name)),
         )
 

@@ -10,6 +10,8 @@ import time
 import pytest
 from command_helpers import (
     PROJECT,
+    arrivals_of,
+    arrivals_rule,
     make_set,
     restic_rule,
     restic_snapshots,
@@ -153,6 +155,7 @@ def test_an_unreadable_repository_exits_14_when_nothing_local_is_wrong(cmd, caps
     sha = make_set(cmd.backups, A, b"a", latest=True)
     cmd.write_offsite(repositories=["nas", "vault"])
     cmd.fake.on(restic_rule("nas", "snapshots"), stdout=restic_snapshots((A, sha)))
+    cmd.fake.on(arrivals_rule, stdout=arrivals_of(restic_snapshots((A, sha))))
     cmd.fake.on(restic_rule("vault", "snapshots"), fail=1, stderr="Fatal: unable to open config file")
     cmd.fake.on("ssh", returncode=0)
 

@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import time
+import typing
 from types import SimpleNamespace
 
 import pytest
-from command_helpers import shop_project
+from command_helpers import arrivals_of, arrivals_rule, shop_project, snapshot_id
 from djangoops import config, offsite, sets
 from djangoops.errors import Exit, Failure
 from djangoops.offsite import Offsite, error_line, iec, snapshot_epoch
@@ -106,7 +107,7 @@ def snap(name, sha, when=None, snap_id=None):
         "hostname": "shop",
         "username": "shop",
         "tags": ["djangoops", f"set={name}", f"sha256={sha}", f"kind={sets.kind_of(name, 'shop')}"],
-        "id": snap_id or f"id-{name}",
+        "id": snap_id or snapshot_id(name),
     }
 
 
@@ -170,6 +171,7 @@ def env(tmp_path):
         kwargs.setdefault("test_compression", lambda path: True)
         kwargs.setdefault("on_exit", ns.exits.append)
         kwargs.setdefault("which", lambda name: f"/usr/bin/{name}")
+        kwargs.setdefault("s3_client", FakeBucket)
         return Offsite(
             ns.fake,
             ns.log,
@@ -185,6 +187,45 @@ def env(tmp_path):
     ns.bucket = lambda **kw: make(repos=repositories[1:], **kw)
     ns.ssh = lambda **kw: make(repos=repositories[:1], **kw)
     return ns
+
+
+class ArrivedLate(dict):
+    """A record of arrivals in which every snapshot arrived at the start of 2100."""
+
+    def get(self, key, default=None):
+        return super().get(key, 4102444800)
+
+    def __getitem__(self, key):
+        return self.get(key)
+
+
+class FakeBucket:
+    """s3.Client for the unit tests: versioning on, and unless a test says otherwise every
+    snapshot arrived late (nothing is refused). Each instance is recorded in CREATED."""
+
+    created: typing.ClassVar[list] = []
+    arrived = None
+    status = "Enabled"
+    errors: typing.ClassVar[list] = []  # what versioning() raises, when any
+
+    def __init__(self, url, access_key, secret_key, timeout=None):
+        self.url, self.access_key, self.secret_key, self.timeout = url, access_key, secret_key, timeout
+        FakeBucket.created.append(self)
+
+    def versioning(self):
+        for error in FakeBucket.errors:
+            raise error
+        return FakeBucket.status
+
+    def arrivals(self, prefix):
+        assert prefix == "snapshots"
+        return FakeBucket.arrived if FakeBucket.arrived is not None else ArrivedLate()
+
+
+@pytest.fixture(autouse=True)
+def fake_bucket():
+    FakeBucket.created, FakeBucket.arrived, FakeBucket.status, FakeBucket.errors = [], None, "Enabled", []
+    return FakeBucket
 
 
 def metric(env, repo, name):
@@ -533,6 +574,7 @@ def test_a_stamp_no_calendar_has_is_dated_by_the_file(env):
 def test_one_repository_failing_does_not_stop_the_others(env):
     make_set(env.backups, A)
     env.fake.on(restic("backuphost", "snapshots"), stdout=listing())
+    env.fake.on(arrivals_rule, stdout=arrivals_of(listing()))
     env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: unable to open config file: Stat: 403 Forbidden")
     with pytest.raises(Failure) as raised:
         env.make().push_all()
@@ -665,13 +707,22 @@ def test_each_repository_has_one_time_limit_per_run(env):
         return effect
 
     env.fake.on(restic("backuphost", "snapshots"), stdout=listing(), effect=slow(100))
+    env.fake.on(arrivals_rule, stdout=arrivals_of(listing()), effect=slow(50))
     env.fake.on(restic("backuphost", "backup"), times=1, effect=slow(550))
     env.fake.on(restic("bucket", "snapshots"), stdout=listing())
     env.make().push_all()
-    timeouts = [(call.env["RESTIC_REPOSITORY"], command(call), call.timeout) for call in env.fake.calls]
+    timeouts = [
+        (
+            call.env.get("RESTIC_REPOSITORY", "ssh"),
+            command(call) if call.programs[0] == "restic" else call.argv[-1],
+            call.timeout,
+        )
+        for call in env.fake.calls
+    ]
     assert timeouts == [
         ("rclone:backuphost:", "snapshots", 600),
-        ("rclone:backuphost:", "backup", 500),
+        ("ssh", "djangoops-arrivals", 500),  # the record of arrivals shares the limit
+        ("rclone:backuphost:", "backup", 450),
         ("rclone:backuphost:", "backup", 1.0),  # past the limit: a second, to fail with restic's words
         (ADDRESS["bucket"], "snapshots", 600),  # a fresh limit for the next repository
         (ADDRESS["bucket"], "backup", 600),
@@ -939,16 +990,19 @@ def test_secrets_when_the_password_file_is_gone(env):
 
 def test_where_lists_each_set_with_its_repositories_and_the_unreadable_ones(env):
     sha_a = make_set(env.backups, A)
-    env.fake.on(
-        restic("backuphost", "snapshots"),
-        stdout=listing(snap(A, sha_a, snap_id="1"), snap(A, sha_a, snap_id="2"), snap(B, "b" * 64)),
-    )
+    held = listing(snap(A, sha_a, snap_id="1" * 64), snap(A, sha_a, snap_id="2" * 64), snap(B, "b" * 64))
+    env.fake.on(restic("backuphost", "snapshots"), stdout=held)
+    env.fake.on(arrivals_rule, stdout=arrivals_of(held, **{"2" * 64: epoch_of(A) + 30}))
     env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: unable to open config file")
     found = env.make().where()
     assert found.holders == {f"{A}@{sha_a}": "backuphost", f"{B}@{'b' * 64}": "backuphost"}
     assert found.unreadable == ("bucket",)
+    # A second snapshot under A's name, though it claims the same dump, is told about.
     assert env.log.at("WARN") == [
-        "off-site repository bucket: reading its snapshots failed (restic exit 1): Fatal: unable to open config file"
+        f"off-site repository backuphost: snapshot 11111111 of {A} arrived 2026-12-01 02:01:00 UTC, after the "
+        "set's first snapshot (22222222, arrived 2026-12-01 02:00:30 UTC): a second copy under the same name is "
+        "not trusted; it is not taken for the set",
+        "off-site repository bucket: reading its snapshots failed (restic exit 1): Fatal: unable to open config file",
     ]
     assert env.make().local_set_id(A) == f"{A}@{sha_a}"
     assert env.make().local_set_id(B) is None
@@ -993,7 +1047,8 @@ def restores(source, extra=None, layout="home/shop/db_backups"):
     return effect
 
 
-def test_fetch_latest_publishes_the_newest_set_data_last(env, tmp_path, monkeypatch):
+def test_fetch_latest_publishes_the_newest_set_data_last(env, tmp_path, monkeypatch, fake_bucket):
+    fake_bucket.status = "Suspended"  # (the record's part is tested below)
     source, sha_b = stored(tmp_path, B, media=b"media")
     env.fake.on(
         restic("bucket", "snapshots"),
@@ -1181,12 +1236,14 @@ def test_fetch_interrupted_leaves_nothing(env):
     assert os.listdir(env.backups) == []
 
 
-def test_a_set_already_here_is_not_downloaded(env):
+def test_a_set_already_here_is_not_downloaded(env, fake_bucket):
     sha_a = make_set(env.backups, A)
     env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    fake_bucket.arrived = {snapshot_id(A): epoch_of(A) + 90}
     assert env.bucket().fetch("bucket", A) == str(env.backups / A)
     assert restic_calls(env, "restore") == []
     assert env.log.at("INFO") == [
+        f"off-site repository bucket: {A} (snapshot {snapshot_id(A)[:8]}) arrived 2026-12-01 02:01:30 UTC",
         f"{A} (from bucket, taken {rfc3339(epoch_of(A))}) is already here",
         f"checked {A}: sha256 and compression are good",
     ]
@@ -1291,3 +1348,166 @@ def test_check_all_reads_restics_findings_when_it_says_nothing_else(env):
 def test_check_all_passes(env):
     env.make().check_all()
     assert len(env.log.at("INFO")) == 2
+
+
+# --- what the backup host's record of arrivals refuses ---------------------------------------
+
+
+def forged_repository(env, tmp_path):
+    """backuphost holding A and B as pushed, then, planted with the server's key on
+    2026-12-05: a second snapshot of B (an older dump under B's name, with a checksum file
+    to match), one dated 2099 and one named for 2099. Returns (the genuine snapshots'
+    sources, the forged one's)."""
+    genuine_a, sha_a = stored(tmp_path, A)
+    genuine_b, sha_b = stored(tmp_path, B)
+    forged_b, sha_forged = stored(tmp_path, B, data=b"the older data under B's name")
+    future = "shop_20991231T000000Z_daily.pgdump.zst"
+    held = listing(
+        snap(A, sha_a, snap_id="a" * 64),
+        snap(B, sha_b, snap_id="b" * 64),
+        snap(B, sha_forged, when="2026-12-02T03:00:00Z", snap_id="f" * 64),
+        snap(C, "c" * 64, when="2099-01-01T00:00:00Z", snap_id="e" * 64),
+        snap(future, "d" * 64, when="2026-12-05T00:00:00Z", snap_id="d" * 64),
+    )
+    planted = calendar.timegm((2026, 12, 5, 12, 0, 0))
+    env.fake.on(restic("backuphost", "snapshots"), stdout=held)
+    env.fake.on(arrivals_rule, stdout=arrivals_of(held, **{"f" * 64: planted, "e" * 64: planted, "d" * 64: planted}))
+    for snap_id, source in (("a" * 64, genuine_a), ("b" * 64, genuine_b), ("f" * 64, forged_b)):
+        env.fake.on(
+            lambda call, snap_id=snap_id: restic("backuphost", "restore")(call) and snap_id in call.argv,
+            effect=restores(source),
+        )
+    return sha_b
+
+
+def test_a_fetch_takes_the_genuine_set_and_names_the_planted_snapshots(env, tmp_path):
+    sha_b = forged_repository(env, tmp_path)
+    for want in ("latest", B):
+        assert env.ssh().fetch("backuphost", want) == str(env.backups / B)
+        assert env.make().local_sha256(B) == sha_b
+        restore = restic_calls(env, "restore")[-1]
+        assert "b" * 64 in restore.argv
+        for path in env.backups.iterdir():
+            path.unlink()
+    warned = env.log.at("WARN")
+    assert warned[:3] == [
+        "off-site repository backuphost: snapshot dddddddd of shop_20991231T000000Z_daily.pgdump.zst is named for "
+        "2099-12-31 00:00:00 UTC, after it arrived (2026-12-05 12:00:00 UTC): planted; it is not taken for the set",
+        f"off-site repository backuphost: snapshot eeeeeeee of {C} is dated 2099-01-01T00:00:00Z, after it arrived "
+        "(2026-12-05 12:00:00 UTC): planted; it is not taken for the set",
+        f"off-site repository backuphost: snapshot ffffffff of {B} arrived 2026-12-05 12:00:00 UTC, after the set's "
+        "first snapshot (bbbbbbbb, arrived 2026-12-02 02:01:00 UTC): a second copy under the same name is not "
+        "trusted; it is not taken for the set",
+    ]
+    assert f"off-site repository backuphost: {B} (snapshot bbbbbbbb) arrived 2026-12-02 02:01:00 UTC" in env.log.at(
+        "INFO"
+    )
+
+
+def test_a_fetch_by_arrival_takes_the_newest_set_that_arrived_before(env, tmp_path):
+    forged_repository(env, tmp_path)
+    before = calendar.timegm((2026, 12, 2, 2, 1, 0))  # B arrived at 02:01:00, not before it
+    assert env.ssh().fetch("backuphost", before=before) == str(env.backups / A)
+    with pytest.raises(Failure) as raised:
+        env.ssh().fetch("backuphost", before=calendar.timegm((2026, 11, 1, 0, 0, 0)))
+    assert (raised.value.code, raised.value.message) == (
+        Exit.BAD_BACKUP,
+        "off-site repository backuphost holds no backup set of shop that arrived before 2026-11-01 00:00:00 UTC",
+    )
+
+
+def test_a_fetch_by_arrival_needs_the_record(env, fake_bucket):
+    fake_bucket.status = "Suspended"
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket", before=NOW)
+    assert raised.value.code == Exit.USAGE
+    assert "keeps no record of when its snapshots arrived" in raised.value.message
+    assert restic_calls(env, "restore") == []
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: its bucket's versioning is not enabled, so it keeps no record of when "
+        "snapshots arrived (playbooks/offsite_buckets.yml turns it on): its snapshots are taken as they claim"
+    ]
+
+
+def test_a_buckets_record_is_the_oldest_version_of_each_snapshot(env, tmp_path, fake_bucket):
+    """The same judgement as a backup host's, from the bucket's versions, read with the
+    server's own keys: a second snapshot under a set's name is refused."""
+    genuine, sha_a = stored(tmp_path, A)
+    held = listing(snap(A, sha_a, snap_id="a" * 64), snap(A, "f" * 64, snap_id="f" * 64))
+    env.fake.on(restic("bucket", "snapshots"), stdout=held)
+    env.fake.on(lambda call: restic("bucket", "restore")(call) and "a" * 64 in call.argv, effect=restores(genuine))
+    fake_bucket.arrived = {"a" * 64: epoch_of(A) + 60, "f" * 64: NOW - 60}
+    assert env.bucket().fetch("bucket", A) == str(env.backups / A)
+    assert "a second copy under the same name is not trusted" in env.log.at("WARN")[0]
+    [bucket] = fake_bucket.created
+    assert (bucket.url, bucket.access_key, bucket.secret_key) == (ADDRESS["bucket"], "AKIAEXAMPLE", S3_SECRET)
+    assert bucket.timeout == 600
+
+
+def test_a_bucket_that_cannot_say_fetches_nothing_and_never_shows_the_secret(env, fake_bucket):
+    from djangoops import s3
+
+    fake_bucket.errors = [s3.S3Error(f"AccessDenied: no ListBucketVersions for key with secret {S3_SECRET}")]
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    with pytest.raises(Failure) as raised:
+        env.bucket().fetch("bucket")
+    assert raised.value.code == Exit.OFFSITE_FAILED
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading when its snapshots arrived failed: AccessDenied: no ListBucketVersions "
+        "for key with secret [redacted]"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ({"fail": 255, "stderr": "offsite@backup.example: Permission denied (publickey).\n"}, "Permission denied"),
+        ({"timeout": True}, "no answer within 600 s (db_backup_offsite_timeout_seconds)"),
+        ({"stdout": b"djangoops-arrivals 1\nnot a line\n"}, "the backup host's answer cannot be read"),
+    ],
+)
+def test_a_record_that_cannot_be_read_fetches_nothing(env, answer, why):
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing(snap(A, "a" * 64)))
+    env.fake.on(arrivals_rule, **answer)
+    with pytest.raises(Failure) as raised:
+        env.ssh().fetch("backuphost")
+    assert (raised.value.code, raised.value.message) == (
+        Exit.OFFSITE_FAILED,
+        "off-site repository backuphost cannot be read; nothing was fetched",
+    )
+    assert env.log.at("WARN")[0].startswith(
+        "off-site repository backuphost: reading when its snapshots arrived failed: "
+    )
+    assert why in env.log.at("WARN")[0]
+    assert restic_calls(env, "restore") == []
+
+
+def test_a_set_whose_only_snapshot_was_planted_is_pushed(env):
+    """A stolen key planted a snapshot named for tonight's set before it was taken: the
+    push does not take the set as held, and sends it."""
+    sha_d = make_set(env.backups, D)
+    held = listing(snap(D, sha_d, snap_id="d" * 64))
+    env.fake.on(restic("backuphost", "snapshots"), stdout=held)
+    env.fake.on(arrivals_rule, stdout=arrivals_of(held, **{"d" * 64: epoch_of(D) - 3 * 3600}))
+    env.fake.on(restic("backuphost", "backup"), stdout=summary(10))
+    env.ssh().push_all()
+    assert pushes(env) == [D]
+    assert (
+        f"snapshot dddddddd of {D} is dated 2026-12-04T02:00:00Z, after it arrived (2026-12-03 23:00:00 UTC): planted"
+        in (env.log.at("WARN")[0])
+    )
+
+
+def test_a_backup_host_without_the_record_is_read_as_before_and_said_so(env, tmp_path):
+    source, sha_a = stored(tmp_path, A)
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing(snap(A, sha_a)))
+    env.fake.on(arrivals_rule, stdout=b"")  # an older forced command: rclone says nothing
+    env.fake.on(restic("backuphost", "restore"), effect=restores(source))
+    assert env.ssh().fetch("backuphost") == str(env.backups / A)
+    assert env.log.at("WARN") == [
+        "off-site repository backuphost: its backup host keeps no record of when snapshots arrived (apply the "
+        "offsite_host role to it again): its snapshots are taken as they claim"
+    ]
+    arrivals_call = env.fake.calls_to("ssh")[0]
+    assert arrivals_call.argv[-2:] == ["offsite@backup.example", "djangoops-arrivals"]

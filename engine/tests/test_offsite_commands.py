@@ -11,6 +11,7 @@ from command_helpers import (
     held_offsite,
     make_set,
     restic_rule,
+    snapshot_id,
 )
 from djangoops import manifest
 from djangoops.commands import offsite_commands
@@ -144,6 +145,29 @@ def test_fetch_waits_for_the_backups_lock(cmd, remote):
     assert run(cmd, offsite_commands.fetch, "fetch_db_backup", "--lock-wait", "0") == Exit.LOCKED
     assert cmd.fake.calls == []
     assert run(cmd, offsite_commands.fetch, "fetch_db_backup", "--lock-wait", "-") == Exit.USAGE
+
+
+@pytest.mark.parametrize("before", ["2025-12-09 02:00", "2025-12-09T03:00:30+01:00", "2025-12-09T02:00:59Z"])
+def test_fetch_by_arrival_takes_the_newest_set_that_reached_the_backup_host_before(cmd, remote, capsys, before):
+    # NAME arrived at 2025-12-09 02:01:00 UTC, OLDER a day before.
+    assert run(cmd, offsite_commands.fetch, "fetch_db_backup", "--arrived-before", before) == Exit.OK
+    assert capsys.readouterr().out == f"{OLDER}\n"
+    assert f"off-site repository nas: {OLDER} (snapshot {snapshot_id(OLDER)[:8]}) arrived 2025-12-08 02:01:00 UTC" in (
+        cmd.lines("INFO", "fetch_db_backup")
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--arrived-before", "last tuesday"], "--arrived-before 'last tuesday' is not a time"),
+        (["--arrived-before", "2025-12-09", NAME], f"name a set ({NAME}) or give --arrived-before, not both"),
+    ],
+)
+def test_fetch_by_arrival_refuses_what_it_cannot_read(cmd, remote, args, error):
+    assert run(cmd, offsite_commands.fetch, "fetch_db_backup", *args) == Exit.USAGE
+    assert cmd.lines("ERROR", "fetch_db_backup")[0].startswith(error)
+    assert cmd.fake.calls == []
 
 
 # --- check -------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from command_helpers import (
     install_engine,
     make_set,
     restic_rule,
+    snapshot_id,
 )
 from djangoops import sets
 from djangoops.commands import common, verify
@@ -272,7 +273,7 @@ def test_from_a_repository_verifies_the_downloaded_copy_and_keeps_nothing(cmd, m
     assert not staging.exists()
     assert cmd.published() == []  # nothing was published here
     [restore] = [call for call in cmd.fake.calls_to("restic") if "restore" in call.argv]
-    assert f"id-{NAME}" in restore.argv
+    assert snapshot_id(NAME) in restore.argv
 
 
 def test_from_a_repository_that_cannot_be_read_exits_14(cmd, monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 repositories by hand (backup_db.sh pushes after each backup; recover.yml
 fetches; the schedule role runs check_offsite weekly)."""
 
+import datetime
 import sys
 
 from ..errors import Exit, Failure
@@ -12,10 +13,14 @@ PUSH_USAGE = """Usage: push_db_backups.sh [--lock-wait SECONDS] [--quiet]
 Copy every backup set in db_backups/ newer than an off-site repository's newest into it,
 oldest first. Exits 14 when one could not be copied."""
 
-FETCH_USAGE = """Usage: fetch_db_backup.sh [SET|latest] [--from REPOSITORY] [--lock-wait SECONDS] [--quiet]
+FETCH_USAGE = """Usage: fetch_db_backup.sh [SET|latest | --arrived-before TIME] [--from REPOSITORY]
+                          [--lock-wait SECONDS] [--quiet]
 Copy a backup set (default: the newest) from an off-site repository (default: the first
 one configured) into db_backups/, checked against its sha256 and manifest first; print
-its name. restore_db.sh NAME then restores it."""
+its name. restore_db.sh NAME then restores it. Only a set that the backup host's record
+of arrivals vouches for is taken. --arrived-before takes the newest set that reached the
+backup host before TIME (YYYY-MM-DD HH:MM[:SS], UTC unless it ends in an offset): what
+the server had pushed before a break-in, whatever was pushed since."""
 
 CHECK_USAGE = """Usage: check_offsite.sh [--read-data-subset N%|n/t] [--quiet]
 Check every off-site repository with restic check, reading back part of its data
@@ -60,13 +65,22 @@ def push(context, args):
 
 def fetch(context, args):
     options, database, offsite = _start(
-        context, args, FETCH_USAGE, options={"--from": "source", "--lock-wait": "lock_wait"}, positional=1
+        context,
+        args,
+        FETCH_USAGE,
+        options={"--from": "source", "--lock-wait": "lock_wait", "--arrived-before": "before"},
+        positional=1,
     )
     source = options.source if options.source is not None else offsite.repositories[0].name
     if offsite.repository(source) is None:
         configured = " ".join(r.name for r in offsite.repositories)
         raise Failure(Exit.USAGE, f"no off-site repository named '{source}'; configured: {configured}")
     want = options.positional[0] if options.positional else "latest"
+    before = None
+    if options.before is not None:
+        if want != "latest":
+            raise Failure(Exit.USAGE, f"name a set ({want}) or give --arrived-before, not both")
+        before = arrival_time(options.before)
     wait = common.lock_wait(options.lock_wait, database.lock_wait)
     context.start_run()
     repositories = offsite_for(context, database, offsite)
@@ -75,9 +89,23 @@ def fetch(context, args):
     from .backup import remove_stale_partials
 
     remove_stale_partials(context)
-    path = repositories.fetch(source, want)
+    path = repositories.fetch(source, want, before=before)
     print(path.rsplit("/", 1)[-1])
     sys.stdout.flush()
+
+
+def arrival_time(text):
+    """--arrived-before's TIME in seconds since the epoch: ISO 8601 (a space or a
+    T between date and time), UTC unless it carries an offset."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Failure(
+            Exit.USAGE, f"--arrived-before {text!r} is not a time: write it as YYYY-MM-DD HH:MM[:SS] (UTC)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def check(context, args):

@@ -6,8 +6,7 @@ import os
 
 import pytest
 import testinfra
-from offsite_helpers import BACKUP_HOST, OFFSITE, scenario_file
-from shop_project import HOME, quote
+from offsite_helpers import BACKUP_HOST, restic_as_server
 
 
 @pytest.fixture(scope="module")
@@ -19,26 +18,8 @@ def backup_host():
 def restic(host):
     """restic against one of the server's repositories, as the project user, with the
     server's own key, host key and password file (or another password)."""
-    address = scenario_file("address")
 
     def _restic(repo, args, password=None, timeout=60):
-        lines = ["cd /tmp", f"export RESTIC_CACHE_DIR={HOME}/.cache/restic"]
-        if password:
-            lines.append(f"export RESTIC_PASSWORD={quote(password)}")
-        else:
-            lines.append(f"export RESTIC_PASSWORD_FILE={OFFSITE}/password")
-        options = ""
-        if repo == "backuphost":
-            lines.append("export RESTIC_REPOSITORY=rclone:backuphost:")
-            ssh = (
-                f"ssh -i {OFFSITE}/backuphost.key -o IdentitiesOnly=yes"
-                f" -o UserKnownHostsFile={OFFSITE}/backuphost.known_hosts -o BatchMode=yes offsite@{address}"
-            )
-            options = "-o " + quote(f"rclone.program={ssh}")
-        else:
-            lines.append(f"export RESTIC_REPOSITORY=s3:http://{address}:5000/{host.backend.get_hostname()}")
-            lines.append(f'while IFS== read -r k v; do export "$k=$v"; done <{OFFSITE}/bucket.s3')
-        lines.append(f"timeout {timeout} restic {options} {args}")
-        return host.run("runuser -u shop -- bash -c %s", "\n".join(lines))
+        return restic_as_server(host, repo, args, password=password, timeout=timeout)
 
     return _restic

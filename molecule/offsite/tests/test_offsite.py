@@ -4,10 +4,20 @@ backup host, whose faults would reach both: this scenario's tests run one at a t
 
 import json
 import re
+import time
 
 import pytest
 from db_backup.backup_helpers import BACKUPS, files_holding, sample_ps_during
-from offsite_helpers import OFFSITE, latest, offsite_column, playbook, scenario_file
+from offsite_helpers import (
+    OFFSITE,
+    bucket_client,
+    latest,
+    offsite_column,
+    plant_set,
+    playbook,
+    scenario_file,
+    set_time,
+)
 from shop_project import COMMANDS, HOME, quote
 
 REPOS = ("backuphost", "bucket")
@@ -80,6 +90,60 @@ def test_the_servers_own_key_cannot_delete_or_prune(host, restic, backup_host):
         f"rm -rf {repository} </dev/null"
     )
     assert backup_host.file(f"{repository}/config").exists, shell.stdout
+    # What it may read besides: when its own snapshots arrived, and no other repository's.
+    own = set(backup_host.run(f"ls {repository}/snapshots").stdout.split())
+    others = set(backup_host.run("ls /srv/restic/*/snapshots").stdout.split())
+    others = {name for name in others - own if re.fullmatch("[0-9a-f]{64}", name)}
+    # (The Debian 13 server's repository is empty until its own tests push, after these.)
+    assert own and (others or host.backend.get_hostname() == "offsite-debian12")
+    for asked in ("djangoops-arrivals", "djangoops-arrivals offsite-debian12", "djangoops-arrivals offsite-debian13"):
+        answer = host.run(
+            f"runuser -u shop -- ssh -i {HOME}/.djangoops/offsite/backuphost.key -o BatchMode=yes "
+            f"-o UserKnownHostsFile={HOME}/.djangoops/offsite/backuphost.known_hosts offsite@{address} "
+            f"{asked} </dev/null"
+        )
+        # (Asked anything else, the key gets its repository's restic server, which speaks binary.)
+        said = answer.stdout_bytes.decode("utf-8", "replace")
+        assert not any(other in said for other in others), asked
+        if asked == "djangoops-arrivals":
+            lines = said.splitlines()
+            assert lines[0] == "djangoops-arrivals 1" and {line.split()[0] for line in lines[1:]} == own
+
+
+def test_the_servers_s3_key_cannot_delete_or_overwrite(host, restic):
+    """What offsite_buckets.yml proved with a canary, on the history itself: with the server's
+    own S3 keys, restic's forget and prune change nothing, deleting a snapshot's object or
+    one of its versions and suspending the versioning are refused, and writing over a
+    snapshot leaves its first version (and so its arrival) where it was."""
+    hostname = host.backend.get_hostname()
+    server, owner = bucket_client(hostname), bucket_client(hostname, "admin")
+    from djangoops import s3  # (the engine's, on sys.path once bucket_client has run)
+
+    before = [s["id"] for s in snapshots(restic, "bucket")]
+    restic("bucket", f"forget {before[0]}", timeout=20)
+    restic("bucket", "forget --group-by host --keep-last 1 --prune", timeout=20)
+    assert [s["id"] for s in snapshots(restic, "bucket")] == before
+    key = f"snapshots/{before[0]}"
+    arrived = owner.arrivals("snapshots")[before[0]]
+    [first] = owner.versions(key)
+    for attempt in (lambda: server.delete(key), lambda: server.delete(key, first)):
+        with pytest.raises(s3.S3Error) as refused:
+            attempt()
+        assert refused.value.code == "AccessDenied"
+    suspend = b"<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"
+    with pytest.raises(s3.S3Error, match="AccessDenied"):
+        server.request("PUT", query=[("versioning", "")], body=suspend)
+    assert owner.versioning() == "Enabled"
+    time.sleep(1.1)
+    server.put(key, b"written over by a thief")
+    try:
+        assert owner.arrivals("snapshots")[before[0]] == arrived
+        assert owner.versions(key)[1:] == [first]
+    finally:
+        # The owner puts it back: the newest version goes, the first is current again.
+        for version in owner.versions(key)[:-1]:
+            owner.delete(key, version)
+    assert [s["id"] for s in snapshots(restic, "bucket")] == before
 
 
 def assert_published_locally_and_failed_offsite(host, result, before, reason):
@@ -99,14 +163,15 @@ def test_offsite_secrets_never_on_a_command_line_in_a_log_or_another_file(host, 
     secret (the controller's prune) in no file of the server."""
     hostname = host.backend.get_hostname()
     key_lines = scenario_file(hostname).splitlines()
+    s3_keys = json.loads(scenario_file("s3.json"))[hostname]
     password = variables["db_backup_offsite_password"]
     # Each secret (the password also as JSON writes it, and its non-ASCII word), and its file.
     secrets = {
         "password": ((password, json.dumps(password)[1:-1], "pässwörd"), f"{OFFSITE}/password"),
-        "S3 secret": ((f"s3-secret-{hostname}-do-not-log",), f"{OFFSITE}/bucket.s3"),
+        "S3 secret": ((s3_keys["server"][1],), f"{OFFSITE}/bucket.s3"),
         "SSH key": ((key_lines[len(key_lines) // 2],), f"{OFFSITE}/backuphost.key"),
         # The bucket owner's, for the controller's prune: never on the server at all.
-        "S3 admin secret": ((f"s3-admin-secret-{hostname}-do-not-log",), None),
+        "S3 admin secret": ((s3_keys["admin"][1],), None),
     }
     sampled, samples = sample_ps_during(host, "backup_db.sh -q", out="/root/ps-offsite.txt")
     assert sampled.rc == 0, sampled.stderr
@@ -316,6 +381,72 @@ def test_the_controller_prunes_with_its_own_key(host, restic):
     assert scenario_file("admin") not in result.stdout
 
 
+def snapshot_of(restic, repo, name):
+    """The ids of the snapshots tagged as set NAME, oldest first."""
+    return [s["id"] for s in snapshots(restic, repo) if f"set={name}" in s["tags"]]
+
+
+def test_planted_snapshots_steer_neither_the_prune_nor_the_fetch(host, run, restic, backup_host):
+    """The attack of issue 26, with the server's own key and password: fourteen sets dated
+    one a month from next year on, a second snapshot under the newest set's name that holds
+    an older set's dump with a checksum file and manifest to match, and one of another
+    host. Then the documented prune with its defaults, and a fetch: the genuine newest set
+    stays and comes back, every planted snapshot stays (evidence), and both name them."""
+    result = run("backup_db.sh")
+    assert result.rc == 0, result.stderr
+    genuine = latest(host)
+    genuine_sha = host.file(f"{BACKUPS}/{genuine}.sha256").content_string.split()[0]
+    dumps = [n for n in host.run(f"ls -t {BACKUPS}").stdout.split() if re.search(r"_(daily|weekly)\.\w+\.\w+$", n)]
+    older = next(n for n in dumps if n != genuine)
+    [genuine_id] = snapshot_of(restic, "backuphost", genuine)
+    held_before = {s["id"] for s in snapshots(restic, "backuphost")}
+    ahead = [re.sub(r"_\d{8}T\d{6}Z_", f"_{2027 + m // 12}{m % 12 + 1:02d}01T020000Z_", genuine) for m in range(14)]
+    for name in ahead:
+        plant_set(host, name, older, set_time(name))
+    forged_sha = plant_set(host, genuine, older, set_time(genuine))
+    plant_set(host, genuine, older, set_time(genuine), repo="bucket")
+    plant_set(host, genuine, older, set_time(genuine), host_tag="web2")
+    assert forged_sha != genuine_sha
+    planted = {s["id"] for s in snapshots(restic, "backuphost")} - held_before
+    assert len(planted) == 16
+
+    pruned = prune(host.backend.get_hostname(), {})
+    assert pruned.returncode == 0, pruned.stdout[-3000:] + pruned.stderr[-2000:]
+    held = {s["id"] for s in snapshots(restic, "backuphost")}
+    assert genuine_id in held
+    assert planted <= held, "the prune forgot a planted snapshot: the evidence"
+    said = " ".join(pruned.stdout.split())  # (the report's long lines come wrapped)
+    for name in ahead:
+        assert re.search(rf"kept, not trusted: snapshot \w{{8}} of {name} is (dated|named for) 20\d\d", said), name
+    assert f"of {genuine} arrived" in said and "a second copy under the same name is not trusted" in said
+    assert re.search(rf"bucket: kept, not trusted: snapshot \w{{8}} of {genuine} arrived .* a second copy", said)
+    assert len(snapshot_of(restic, "bucket", genuine)) == 2  # the forgery stays, as evidence
+
+    # A fetch takes the genuine set, by name and as the newest, from either repository.
+    for want, repo in ((genuine, "backuphost"), ("latest", "backuphost"), (genuine, "bucket")):
+        host.run_expect([0], f"cd {BACKUPS} && rm -f {genuine} {genuine}.sha256 {genuine}.manifest.json")
+        fetched = run("fetch_db_backup.sh", want, "--from", repo)
+        assert fetched.rc == 0, fetched.stderr
+        assert fetched.stdout.strip() == genuine
+        assert host.file(f"{BACKUPS}/{genuine}.sha256").content_string.split()[0] == genuine_sha
+        assert "a second copy under the same name is not trusted" in fetched.stderr
+        if repo == "backuphost":
+            assert f"{ahead[-1]} is dated 2028-02-01T02:00:00Z, after it arrived" in fetched.stderr
+    assert offsite_column(host, genuine) == "backuphost,bucket"
+
+    # What the key can still do: push a set under a new name, dated after the theft, that
+    # looks genuine and becomes the newest. The operator then takes what arrived before.
+    theft = backup_host.run_expect([0], "date -u '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    time.sleep(1.5)
+    newer = re.sub(r"_\d{8}T\d{6}Z_", time.strftime("_%Y%m%dT%H%M%SZ_", time.gmtime()), genuine)
+    plant_set(host, newer, older, set_time(newer))
+    newest = run("fetch_db_backup.sh", "--from", "backuphost")
+    assert newest.rc == 0 and newest.stdout.strip() == newer, newest.stderr
+    before_theft = run("fetch_db_backup.sh", "--arrived-before", theft, "--from", "backuphost")
+    assert before_theft.rc == 0, before_theft.stderr
+    assert before_theft.stdout.strip() == genuine
+
+
 def test_a_set_dated_in_the_future_does_not_stop_the_pushes(host, run, restic):
     """Pushes send the sets newer than the repository's newest: one dated 2099 (a clock that
     was wrong once) must not count, or nothing would be pushed until then. Debian 13 only: the
@@ -334,10 +465,11 @@ def test_a_set_dated_in_the_future_does_not_stop_the_pushes(host, run, restic):
     assert pushed.rc == 0, pushed.stderr
     result = run("backup_db.sh")
     assert result.rc == 0, result.stderr
-    assert "in the future; it is not taken as the newest" in result.stderr
+    # The backup host's record says it arrived today: planted, and not the repository's newest.
+    assert f"of {future} is dated 2099-12-31T00:00:00Z, after it arrived" in result.stderr
     assert latest(host) in sets_in(restic, "backuphost")
-    # Nor is such a set, which is not a backup (no checksum, no manifest), ever published.
+    # Nor is such a set ever fetched.
     fetch = run("fetch_db_backup.sh", future, "--from", "backuphost")
     assert fetch.rc == 8, fetch.stderr
-    assert f"{future} has no checksum file; refusing to use it" in fetch.stderr
+    assert f"off-site repository backuphost holds no set named {future}" in fetch.stderr
     assert not host.file(f"{BACKUPS}/{future}").exists

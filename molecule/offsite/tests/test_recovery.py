@@ -16,9 +16,9 @@ from pathlib import Path
 import testinfra
 import yaml
 from bare_inventory import connection_vars
-from db_backup.backup_helpers import DB_NAME, ROOT, VARS
+from db_backup.backup_helpers import DB_NAME, ROOT, VARS, PostgreSQL
 from installed_code import DB_COMMANDS
-from offsite_helpers import playbook
+from offsite_helpers import plant_set, playbook, set_time
 from planted_code import PLANTED_LOG, plant, planted_by_root
 
 SERVER = "offsite-debian12"
@@ -73,14 +73,29 @@ def served(host):
     return json.loads(result.stdout) if result.rc == 0 else None
 
 
+def backup_now(host):
+    backup = host.run("/home/shop/commands/backup_db.sh </dev/null")
+    assert backup.rc == 0, backup.stderr
+    return host.run_expect([0], "readlink /home/shop/db_backups/latest").stdout.strip()
+
+
 def test_disaster_drill(tmp_path):
     a = server()
+    assert served(a)["items"] == 500
+    older = backup_now(a)
+    # The data moves on after that set; the newest set holds it.
+    PostgreSQL(a).sql("DELETE FROM catalog_item WHERE id > 490")
     before, media = served(a), a.run_expect([0], MEDIA).stdout
-    assert before and before["items"] == 500, before
+    assert before and before["items"] == 490, before
     assert media.count("\n") == 3, media
-    backup = a.run("/home/shop/commands/backup_db.sh </dev/null")
-    assert backup.rc == 0, backup.stderr
-    name = a.run_expect([0], "readlink /home/shop/db_backups/latest").stdout.strip()
+    name = backup_now(a)
+    # Then an intruder on A, with A's own key and password, plants a second snapshot under
+    # the newest set's name holding the older data (its checksum file and manifest to match),
+    # and a set dated years ahead: by what snapshots claim, the one would be the newest set's
+    # copy and the other the newest set.
+    plant_set(a, name, older, set_time(name))
+    ahead = re.sub(r"_\d{8}T\d{6}Z_", "_20300101T000000Z_", name)
+    plant_set(a, ahead, older, set_time(ahead))
     # The yardstick: the same set restored locally, on the same server.
     started = time.monotonic()
     local = a.run(f"/home/shop/commands/restore_db.sh {name} --yes --with-media </dev/null")
@@ -144,9 +159,13 @@ def test_disaster_drill(tmp_path):
         time.sleep(0.5)
         after = served(b)
     recovery_seconds = time.monotonic() - started
-    assert after == before
+    assert after == before, "recovered the planted data, not the genuine set's"
     assert b.run_expect([0], MEDIA).stdout == media
     assert name in recover.stdout
+    # The report names what the backup host's record refused.
+    said = " ".join(recover.stdout.split())
+    assert f"of {name} arrived" in said and "a second copy under the same name is not trusted" in said, said[-4000:]
+    assert f"of {ahead} is dated 2030-01-01T00:00:00Z, after it arrived" in said
     assert not planted_by_root(b.run_expect([0], f"cat {PLANTED_LOG}").stdout)
     assert b.run("test -e /home/shop/commands/lib").rc == 1
     links = b.run_expect([0], "find /home/shop/commands -mindepth 1 -printf '%y %f %l\\n'").stdout.splitlines()
@@ -173,6 +192,17 @@ def test_disaster_drill(tmp_path):
         for set_name in (name, latest)
     ]
     assert manifests[1]["tables"] == manifests[0]["tables"], manifests  # the recovered rows, backed up
+    # Recovered again, naming the set: the genuine one again, not the copy planted under its name.
+    again = playbook(
+        "playbooks/recover.yml", "-e", f"target={SERVER}", "-e", "@molecule/shared/playbooks/vars/backup.yml",
+        "-e", f"@{extra}", "-e", f"backup={name}", inventory=inventory,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert "a second copy under the same name is not trusted" in " ".join(again.stdout.split())
+    deadline = time.monotonic() + 60
+    while served(b) != before:
+        assert time.monotonic() < deadline, "the recovery by name did not bring back the genuine set"
+        time.sleep(0.5)
     # recover.yml's own figures: the fetch (download and checks) and the restore.
     took = re.search(r"fetch (\d+):(\d+):([\d.]+), restore (\d+):(\d+):([\d.]+)", recover.stdout)
     assert took, recover.stdout[-2000:]
