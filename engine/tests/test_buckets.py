@@ -152,3 +152,14 @@ def test_a_failure_never_shows_a_secret(settings, tmp_path):
     out = io.StringIO()
     assert buckets.main([str(path)], client=leaky, out=out) == 1
     assert "owner-secret" not in out.getvalue() and "[redacted]" in out.getvalue()
+
+
+def test_versioning_that_does_not_stick_is_an_error(settings):
+    class Stubborn(World):
+        def client(self, url, access_key, secret_key):
+            key = super().client(url, access_key, secret_key)
+            key.enable_versioning = lambda: None
+            return key
+
+    with pytest.raises(buckets.BucketError, match="versioning could not be turned on"):
+        buckets.set_up(settings, client=Stubborn(status="").client, token="t")

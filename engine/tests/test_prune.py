@@ -226,3 +226,16 @@ def test_a_failure_never_quotes_the_password(settings, tmp_path):
     assert prune.main([str(path)], run=run, now=lambda: NOW, out=out) == 1
     assert PASSWORD not in out.getvalue()
     assert "[redacted]" in out.getvalue()
+
+
+def test_a_bucket_that_cannot_be_read_is_not_pruned(settings, tmp_path):
+    from djangoops import s3
+
+    class Refusing(Bucket):
+        def versioning(self):
+            raise s3.S3Error("AccessDenied: Access Denied", code="AccessDenied", status=403)
+
+    run = Restic(*attacked())
+    with pytest.raises(prune.PruneError, match="reading when the snapshots arrived failed: AccessDenied"):
+        prune.prune(s3_settings(settings, tmp_path), run=run, now=lambda: NOW, bucket=Refusing)
+    assert run.restic("forget") == []

@@ -197,3 +197,36 @@ def test_a_missing_bucket_is_told_by_head():
     assert missing.requests[0].get_method() == "HEAD"
     with pytest.raises(s3.S3Error):
         client(Server((403, b"<Error><Code>AccessDenied</Code></Error>"))).exists()
+
+
+def test_an_objects_versions_newest_first_delete_markers_included():
+    page = versions_page(
+        [
+            ("DeleteMarker", "shop/check", "m3", "2026-12-06T10:00:02.000Z"),
+            ("Version", "shop/check", "v2", "2026-12-06T10:00:01.000Z"),
+            ("Version", "shop/check-other", "v9", "2026-12-06T10:00:01.000Z"),
+            ("Version", "shop/check", "v1", "2026-12-06T10:00:00.000Z"),
+        ]
+    )
+    server = Server((200, page), (204, b""))
+    api = client(server)
+    assert api.versions("check") == ["m3", "v2", "v1"]
+    api.delete("check", "v1")
+    assert server.requests[1].full_url == "http://10.0.0.5:5000/web1/shop/check?versionId=v1"
+
+
+def test_a_truncated_listing_without_its_next_key_is_an_error():
+    server = Server((200, versions_page([], truncated=True, next_key="", next_version="")))
+    with pytest.raises(s3.S3Error, match="truncated but names no next key"):
+        client(server).arrivals("snapshots")
+
+
+def test_an_object_is_written_with_its_checksum_and_type():
+    server = Server((200, b""))
+    client(server).put("check", b"canary")
+    put = server.requests[0]
+    assert (put.get_method(), put.full_url, put.data) == ("PUT", "http://10.0.0.5:5000/web1/shop/check", b"canary")
+    assert put.get_header("Content-type") == "application/octet-stream"
+    assert put.get_header("Content-md5") == "GpO1nJpMnam4UllEfmeMdg=="
+    # Signed: the host and the x-amz- headers only.
+    assert "SignedHeaders=host;x-amz-content-sha256;x-amz-date," in put.get_header("Authorization")
