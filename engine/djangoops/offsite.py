@@ -44,10 +44,7 @@ fails the command is the caller's decision.
 """
 
 import atexit
-import calendar
-import datetime
 import json
-import math
 import os
 import re
 import shutil
@@ -94,8 +91,6 @@ SSH_WORDS = re.compile(
 )
 RESTIC_WORDS = re.compile(r"^Fatal: |^error: |wrong password|no key found")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
-# restic prints nanoseconds; Python 3.11 reads at most microseconds everywhere.
-FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 class RepositoryError(Failure):
@@ -142,11 +137,9 @@ def error_line(text):
     return found[-1] if found else "no message"
 
 
-def snapshot_epoch(text):
-    """A restic time (RFC 3339, nanoseconds) in whole seconds since the epoch,
-    as `date -d TIME +%s` gave it. ValueError when it is not a time."""
-    moment = datetime.datetime.fromisoformat(FRACTION.sub(r"\1", text.replace("Z", "+00:00")))
-    return math.floor(moment.timestamp())
+# A restic time (RFC 3339, nanoseconds) in whole seconds since the epoch, as
+# `date -d TIME +%s` gave it; ValueError when it is not a time.
+snapshot_epoch = arrivals.epoch
 
 
 def iec(size):
@@ -565,12 +558,10 @@ class Offsite:
         """When local set NAME was taken: its name's stamp, or the file's (in
         DIRECTORY, default the backups directory) modification time for
         weekday names, in seconds since the epoch."""
-        stamp = sets.stamp_of(name, self.project.name)
-        if stamp:
-            try:
-                return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
-            except ValueError:
-                pass  # a stamp no calendar has: the file's time says when
+        stamped = arrivals.stamp_epoch(name, self.project.name)
+        if stamped is not None:
+            return stamped
+        # A weekday name (or a stamp no calendar has): the file's time says when.
         return int(os.stat(os.path.join(directory or self.backups_dir, name)).st_mtime)
 
     def _local_sets(self):

@@ -130,8 +130,13 @@ def test_sets_planted_ahead_take_no_place_in_the_policy(settings):
     arrival, all five genuine sets are within fourteen days."""
     listing, arrived = attacked()
     run = Restic(listing, arrived)
-    prune.prune({**settings, "keep": {"daily": 14, "weekly": 0, "monthly": 0}}, run=run, now=lambda: NOW)
-    assert run.restic("forget") == []  # five genuine sets, all within fourteen days
+    changed, lines = prune.prune(
+        {**settings, "keep": {"daily": 14, "weekly": 0, "monthly": 0}}, run=run, now=lambda: NOW
+    )
+    assert not changed and run.restic("forget") == []
+    # The five genuine sets are what the policy keeps; the fifteen planted are kept as evidence only.
+    assert lines[-1] == "backuphost: keep 5 sets, remove 0 (by when they arrived: 14 days, 0 weeks, 0 months)"
+    assert sum("kept, not trusted" in line for line in lines) == 15
 
 
 def test_a_dry_run_forgets_nothing(settings):
