@@ -71,6 +71,8 @@ STAGING = ".fetch-staging"
 PIN = ".offsite-push"
 # A set dated more than this ahead of the clock was taken under a wrong clock.
 FUTURE_SECONDS = 86400
+# How long restic's unlock may take after a push that was stopped.
+UNLOCK_SECONDS = 60
 # How long ssh may take to say why it cannot get in.
 SSH_PROBE_SECONDS = 30
 # zstd -t / gzip -t of a fetched file: bounded, never endless.
@@ -83,6 +85,14 @@ MIN_SECRET_LINE = 8
 # How much of a restic output file is read back: its end says how it went.
 TAIL_BYTES = 1 << 20
 
+# What restic asks a backup host to run when it only reads: the forced
+# command (offsite_host's offsite-client) then serves the repository
+# read-only, and a full quota does not stop it.
+READ_ONLY = "djangoops-read"
+# The backup host's quota: its forced command's refusal, and what rclone says
+# when a push reaches it midway (offsite-client's --max-transfer).
+QUOTA_REFUSED = re.compile(r"djangoops: quota: .*")
+QUOTA_REACHED = "max transfer limit reached"
 # ssh's own words (refused, key, host key) and a full disk say more than the
 # restic error that follows them; then restic's Fatal line.
 SSH_WORDS = re.compile(
@@ -127,7 +137,16 @@ class Where(NamedTuple):
 
 def error_line(text):
     """The line of restic's output that says what went wrong (offsite_error):
-    ssh's own words first, then restic's Fatal line, then the last line."""
+    the backup host's quota first, then ssh's own words, then restic's Fatal
+    line, then the last line."""
+    refused = QUOTA_REFUSED.findall(text)
+    if refused:
+        return refused[-1]
+    if QUOTA_REACHED in text:
+        return (
+            "djangoops: quota: the backup host stopped the push at this repository's quota "
+            f"(offsite_host_clients): rclone says {QUOTA_REACHED}"
+        )
     lines = text.splitlines()
     for pattern in (SSH_WORDS, RESTIC_WORDS):
         found = [line for line in lines if pattern.search(line)]
@@ -327,10 +346,12 @@ class Offsite:
                 pass
         return [secret for secret in found if secret]
 
-    def _run(self, repo, args, *, stdout=CAPTURE, cwd="/"):
+    def _run(self, repo, args, *, stdout=CAPTURE, cwd="/", read=False):
         """restic ARGS against REPO within what is left of its time. The
         repository's address and keys go into restic's environment only.
-        Raises CommandFailed, or RepositoryError when the keys cannot be read."""
+        READ: ARGS only read (--no-lock), and a backup host serves them
+        read-only, over its quota too. Raises CommandFailed, or
+        RepositoryError when the keys cannot be read."""
         env = {
             "RESTIC_PASSWORD_FILE": os.path.join(self.settings.dir, "password"),
             "RESTIC_CACHE_DIR": os.path.join(self.project.home, ".cache", "restic"),
@@ -339,10 +360,13 @@ class Offsite:
         options = []
         if repo.type == "ssh":
             # The backup host's forced command decides what runs there (an
-            # append-only `rclone serve restic --stdio`): what restic asks ssh
-            # to run is ignored, so the repository is named by the key alone.
+            # append-only `rclone serve restic --stdio`, on the key's own
+            # repository): what restic asks ssh to run only chooses a
+            # read-only server, so the repository is named by the key alone.
             env["RESTIC_REPOSITORY"] = f"rclone:{repo.name}:"
             options = ["-o", "rclone.program=" + " ".join(self.ssh_command(repo))]
+            if read:
+                options += ["-o", f"rclone.args={READ_ONLY}"]
         else:
             env["RESTIC_REPOSITORY"] = repo.url
             env.update(self._s3_keys(repo))
@@ -409,6 +433,7 @@ class Offsite:
             repo,
             "reading its snapshots",
             ["snapshots", "--json", "--no-lock", "--host", self.project.name, "--tag", TAG],
+            read=True,
         )
         try:
             held = manifest.snapshots(result.stdout, self.project.name)
@@ -827,13 +852,31 @@ class Offsite:
                     except CommandFailed:
                         pass  # the second try says what is wrong
                     continue
-                raise RepositoryError(repo.name, self._describe(repo, f"pushing {name}", failed)) from None
+                message = self._describe(repo, f"pushing {name}", failed)
+                if failed.timed_out or failed.signal is not None:
+                    self._unlock_after(repo)
+                raise RepositoryError(repo.name, message) from None
         added = _data_added(_tail(output))
         self.log.info(
             f"off-site repository {repo.name}: pushed {name} ({iec(added)}B new after deduplication, "
             f"in {format_seconds(self.monotonic() - started)} s)"
         )
         return added
+
+    def _unlock_after(self, repo):
+        """After a restic that was stopped (its time limit, a signal), which
+        left its lock behind: that lock would fail the next check, and the
+        controller's prune for half an hour (restic takes another host's lock
+        for stale only then). restic's unlock removes this host's stale locks;
+        it gets UNLOCK_SECONDS of its own, past the run's time limit."""
+        self._deadlines[repo.name] = self.monotonic() + UNLOCK_SECONDS
+        try:
+            self._run(repo, ["unlock"], stdout=DEVNULL)
+        except (CommandFailed, RepositoryError):
+            self.log.warn(
+                f"off-site repository {repo.name}: the lock the stopped push left could not be removed; "
+                "the next push, check or prune tries again"
+            )
 
     # --- fetching -----------------------------------------------------------------------------
 
@@ -947,6 +990,7 @@ class Offsite:
                     f"fetching {name}",
                     ["restore", "--no-lock", chosen.snapshot_id, "--target", tree],
                     stdout=DEVNULL,
+                    read=True,
                 )
             except RepositoryError as error:
                 self.log.warn(error.message)
@@ -1064,7 +1108,19 @@ class Offsite:
             started = self.monotonic()
             self._start(repo)
             try:
-                self._run(repo, ["check", f"--read-data-subset={subset}"], stdout=output)
+                try:
+                    self._run(repo, ["check", f"--read-data-subset={subset}"], stdout=output)
+                except CommandFailed as error:
+                    # As a push does: a run that was killed left its lock, which
+                    # blocks the check's exclusive one until it is removed.
+                    if not STALE_LOCK.search(error.stderr):
+                        raise
+                    self.log.warn(f"off-site repository {repo.name} is locked; removing stale locks and checking again")
+                    try:
+                        self._run(repo, ["unlock"], stdout=DEVNULL)
+                    except CommandFailed:
+                        pass  # the second check says what is wrong
+                    self._run(repo, ["check", f"--read-data-subset={subset}"], stdout=output)
             except CommandFailed as error:
                 # restic check says what is damaged on stdout, and why it gives
                 # up on stderr: both are read, in that order.

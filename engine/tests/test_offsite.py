@@ -247,7 +247,10 @@ def pushes(env):
 
 def command(call):
     """The restic command of CALL (after the options an ssh repository adds)."""
-    return call.argv[3] if call.argv[1] == "-o" else call.argv[1]
+    argv = call.argv[1:]
+    while argv[0] == "-o":
+        argv = argv[2:]
+    return argv[0]
 
 
 def restic_calls(env, command):
@@ -685,6 +688,31 @@ def test_a_push_that_runs_out_of_time(env):
         f"off-site repository bucket: pushing {A} did not finish within 600 s (db_backup_offsite_timeout_seconds); "
         "restic kept retrying after: Load(<lock/abc>, 0, 0) returned error, retrying after 1.2s: 503 Slow Down"
     ]
+    # The lock the stopped restic left goes, with a minute of its own past the limit.
+    unlock = env.fake.calls[-1]
+    assert (command(unlock), unlock.timeout, unlock.stdout) == ("unlock", 60, DEVNULL)
+
+
+@pytest.mark.parametrize("stopped", [{"timeout": True}, {"signal": 15}])
+def test_a_lock_a_stopped_push_left_that_cannot_be_removed_is_warned_about(env, stopped):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), **stopped)
+    env.fake.on(restic("bucket", "unlock"), fail=1, stderr="Fatal: unable to open repository\n")
+    assert not env.bucket().push_repo("bucket").ok
+    assert (
+        "off-site repository bucket: the lock the stopped push left could not be removed; the next push, check or "
+        "prune tries again"
+    ) in env.log.at("WARN")
+    assert env.log.at("WARN")[-1].startswith(f"off-site repository bucket: pushing {A} ")
+
+
+def test_a_push_that_failed_on_its_own_leaves_no_lock_to_remove(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.fake.on(restic("bucket", "backup"), fail=1, stderr="Fatal: unable to save snapshot\n")
+    assert not env.bucket().push_repo("bucket").ok
+    assert restic_calls(env, "unlock") == []
 
 
 def test_a_timeout_without_a_word_from_restic(env):
@@ -1350,6 +1378,23 @@ def test_check_all_passes(env):
     assert len(env.log.at("INFO")) == 2
 
 
+def test_a_check_blocked_by_a_stale_lock_removes_it_and_checks_again(env):
+    env.fake.on(restic("bucket", "check"), times=1, fail=1, stderr=STALE)
+    env.bucket().check_all()
+    assert [command(call) for call in env.fake.calls] == ["check", "unlock", "check"]
+    assert env.log.at("WARN") == ["off-site repository bucket is locked; removing stale locks and checking again"]
+    assert env.log.at("INFO")[-1].startswith("off-site repository bucket: structure and 10% of the data read back")
+
+
+def test_a_lock_that_stays_fails_the_check(env):
+    env.fake.on(restic("bucket", "check"), fail=1, stderr=STALE)
+    env.fake.on(restic("bucket", "unlock"), fail=1, stderr="Fatal: could not remove")
+    with pytest.raises(Failure) as raised:
+        env.bucket().check_all()
+    assert raised.value.message == "the off-site check of bucket failed"
+    assert [command(call) for call in env.fake.calls] == ["check", "unlock", "check"]
+
+
 # --- what the backup host's record of arrivals refuses ---------------------------------------
 
 
@@ -1511,3 +1556,65 @@ def test_a_backup_host_without_the_record_is_read_as_before_and_said_so(env, tmp
     ]
     arrivals_call = env.fake.calls_to("ssh")[0]
     assert arrivals_call.argv[-2:] == ["offsite@backup.example", "djangoops-arrivals"]
+
+
+# --- the backup host's quota --------------------------------------------------------------------
+
+
+def read_only_asked(calls):
+    """For each restic command among CALLS: whether it asked for the read-only server."""
+    asked = {}
+    for call in calls:
+        if call.programs[0] == "restic":
+            options = [call.argv[i + 1] for i, arg in enumerate(call.argv[:-1]) if arg == "-o"]
+            asked.setdefault(command(call), set()).add("rclone.args=djangoops-read" in options)
+    return asked
+
+
+def test_a_backup_host_serves_listings_and_fetches_read_only(env, tmp_path):
+    """What only reads asks for the read-only server, which a full quota does not stop; what
+    writes asks for nothing and gets the append-only one."""
+    forged_repository(env, tmp_path)
+    env.ssh().fetch("backuphost", "latest")
+    assert read_only_asked(env.fake.calls) == {"snapshots": {True}, "restore": {True}}
+
+
+def test_a_push_asks_for_the_append_only_server(env):
+    make_set(env.backups, A)
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing())
+    env.fake.on(arrivals_rule, stdout=arrivals_of(listing()))
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing())
+    env.make().push_all()
+    assert pushes(env) == [A, A]
+    backuphost = [call for call in env.fake.calls if call.env.get("RESTIC_REPOSITORY") == ADDRESS["backuphost"]]
+    assert read_only_asked(backuphost) == {"snapshots": {True}, "backup": {False}}
+    # An s3 repository has no such server to ask for.
+    bucket = [call for call in env.fake.calls if call.env.get("RESTIC_REPOSITORY") == ADDRESS["bucket"]]
+    assert read_only_asked(bucket) == {"snapshots": {False}, "backup": {False}}
+
+
+@pytest.mark.parametrize(
+    ("stderr", "why"),
+    [
+        (
+            "rclone: djangoops: quota: repository web1 holds 900 bytes, its quota is 800 bytes: nothing more\n"
+            "Fatal: unable to open repository at rclone:: error talking HTTP to rclone: unexpected EOF\n",
+            "djangoops: quota: repository web1 holds 900 bytes, its quota is 800 bytes: nothing more",
+        ),
+        (
+            "rclone: 2026/12/06 18:45:12 ERROR : data/a8/a82d: Post request put error: max transfer limit "
+            "reached as set by --max-transfer\nSave(<data/a82d>) returned error, retrying after 1s: 500\n"
+            "Fatal: unable to save snapshot: server response unexpected: 500 Internal Server Error (500)\n",
+            "djangoops: quota: the backup host stopped the push at this repository's quota (offsite_host_clients): "
+            "rclone says max transfer limit reached",
+        ),
+    ],
+)
+def test_a_push_over_the_backup_hosts_quota_says_so(env, stderr, why):
+    env.fake.on(restic("backuphost", "snapshots"), stdout=listing())
+    env.fake.on(arrivals_rule, stdout=arrivals_of(listing()))
+    env.fake.on(restic("backuphost", "backup"), fail=1, stderr=stderr)
+    env.fake.on("ssh", fail=1, stderr=stderr.splitlines()[0][len("rclone: ") :])
+    make_set(env.backups, A)
+    assert not env.ssh().push_repo("backuphost").ok
+    assert env.log.at("WARN")[-1].endswith(f"failed (restic exit 1): {why}")

@@ -3,10 +3,12 @@ server's reach to delete, and caught up after every kind of failure. The servers
 backup host, whose faults would reach both: this scenario's tests run one at a time."""
 
 import json
+import os
 import re
 import time
 
 import pytest
+import testinfra
 from db_backup.backup_helpers import BACKUPS, files_holding, sample_ps_during
 from offsite_helpers import (
     OFFSITE,
@@ -18,9 +20,10 @@ from offsite_helpers import (
     scenario_file,
     set_time,
 )
-from shop_project import COMMANDS, HOME, quote
+from shop_project import COMMANDS, ENGINE_BIN, HOME, quote
 
 REPOS = ("backuphost", "bucket")
+SERVERS = ("offsite-debian12", "offsite-debian13")
 
 
 def snapshots(restic, repo):
@@ -238,6 +241,71 @@ def test_a_full_backup_host_fails_the_push_then_the_next_run_catches_up(host, ru
         missed = assert_published_locally_and_failed_offsite(host, result, before, "backuphost: ")
     finally:
         backup_host.run_expect([0], "rm -f /srv/restic/filler")
+    result = run("push_db_backups.sh")
+    assert result.rc == 0, result.stderr
+    assert missed in sets_in(restic, "backuphost")
+
+
+def quotas(backup_host, **quota):
+    """Applies the backup host's role with QUOTA (server name -> bytes) for those servers,
+    the scenario's own for the others; the bytes each repository then holds."""
+    result = playbook(
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "backup_host.yml"),
+        "-e",
+        json.dumps({"offsite_quotas": quota}),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {name: repository_bytes(backup_host, name) for name in SERVERS}
+
+
+def repository_bytes(backup_host, name):
+    return int(backup_host.check_output(f"du -sb /srv/restic/{name}").split()[0])
+
+
+def test_a_server_over_its_quota_fails_its_push_and_the_other_pushes(host, run, restic, backup_host):
+    """One server's repository at its quota (offsite_host_clients[].quota): its pushes exit 14
+    with the reason in its log, nothing more lands, and listing and fetching from it still
+    work; the other server's pushes stay green. With room for less than a set, a push is
+    stopped there. Back under its quota, the next run pushes what was missed."""
+    me = host.backend.get_hostname()
+    other = testinfra.get_host(
+        "ansible://" + next(name for name in SERVERS if name != me),
+        ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"],
+    )
+    used = repository_bytes(backup_host, me)
+    try:
+        quotas(backup_host, **{me: used})
+        before = latest(host)
+        result = run("backup_db.sh")
+        missed = assert_published_locally_and_failed_offsite(
+            host, result, before, rf"backuphost: .*djangoops: quota: repository {me} holds {used} bytes, its quota"
+        )
+        assert "bucket: pushed" in result.stderr
+        assert repository_bytes(backup_host, me) == used
+        # Over its quota, the repository still lists and gives back its sets.
+        assert offsite_column(host, before) == "backuphost,bucket"
+        host.run_expect([0], f"cd {BACKUPS} && rm -f {before}*")
+        fetched = run("fetch_db_backup.sh", before, "--from", "backuphost")
+        assert fetched.rc == 0 and fetched.stdout.strip() == before, fetched.stderr
+        assert host.run(f"cd {BACKUPS} && sha256sum --check --status {before}.sha256").rc == 0
+        # The other server is not stopped.
+        theirs = other.run(f"{ENGINE_BIN}/backup_db.sh </dev/null")
+        assert theirs.rc == 0, theirs.stderr
+        # Room for less than the set: the push is stopped at the quota, and only the
+        # time limit (30 s here) ends restic's retries. Once is enough for rclone's limit:
+        # with Debian 13's restic.
+        if me == "offsite-debian13":
+            room = 2048
+            quotas(backup_host, **{me: used + room})
+            result = run("push_db_backups.sh")
+            assert result.rc == 14, result.stderr
+            assert "the backup host stopped the push at this repository's quota" in result.stderr
+            assert repository_bytes(backup_host, me) <= used + room
+            assert missed not in sets_in(restic, "backuphost")
+            # The lock the stopped restic left is gone: no check or prune finds it.
+            assert backup_host.check_output(f"ls -A /srv/restic/{me}/locks") == ""
+    finally:
+        quotas(backup_host)
     result = run("push_db_backups.sh")
     assert result.rc == 0, result.stderr
     assert missed in sets_in(restic, "backuphost")
