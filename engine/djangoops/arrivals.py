@@ -167,12 +167,17 @@ def _months_back(day, count):
     return datetime.date(index // 12, index % 12 + 1, 1)
 
 
-def keep(genuine, arrived, now, daily, weekly, monthly):
+def keep(genuine, arrived, now, daily, weekly, monthly, project=None):
     """The ids of GENUINE snapshots to keep, judged by when they arrived
     (ARRIVED), never by what they claim: the newest of each of the last DAILY
     days, WEEKLY ISO weeks and MONTHLY months before NOW (UTC calendar, counted
     back from NOW, so that nothing dated or pushed can shift them), and always
-    the newest of all. {id: why} ("daily 2026-12-06", ...)."""
+    the newest of all. A safety backup (of PROJECT, when given) is no day's,
+    week's or month's set and never the newest: each one that arrived in the
+    last DAILY days is kept, and the newest of them always. {id: why}
+    ("daily 2026-12-06", ...)."""
+    from .sets import kind_of  # sets reads manifests, which import nothing of this
+
     today = datetime.datetime.fromtimestamp(now, datetime.UTC).date()
     first_day = today - datetime.timedelta(days=daily - 1) if daily > 0 else None
     monday = today - datetime.timedelta(days=today.weekday())
@@ -180,7 +185,18 @@ def keep(genuine, arrived, now, daily, weekly, monthly):
     first_month = _months_back(today, monthly) if monthly > 0 else None
     kept = {}
     newest_in = {}
+    sets, safety = [], []
     for snapshot in sorted(genuine, key=lambda s: (arrived[s.snapshot_id], s.snapshot_id)):
+        (safety if project and kind_of(snapshot.name, project) == "safety" else sets).append(snapshot)
+    for snapshot in safety:
+        day = datetime.datetime.fromtimestamp(arrived[snapshot.snapshot_id], datetime.UTC).date()
+        if day > today:
+            kept[snapshot.snapshot_id] = "arrived after now"
+        elif first_day is not None and day >= first_day:
+            kept[snapshot.snapshot_id] = f"safety {day.isoformat()}"
+    if safety:
+        kept.setdefault(safety[-1].snapshot_id, "the newest safety backup")
+    for snapshot in sets:
         day = datetime.datetime.fromtimestamp(arrived[snapshot.snapshot_id], datetime.UTC).date()
         if day > today:
             # Arrived after NOW by the controller's clock: nothing to judge it by yet.
@@ -196,7 +212,6 @@ def keep(genuine, arrived, now, daily, weekly, monthly):
             newest_in[("monthly", f"{day.year}-{day.month:02d}")] = snapshot.snapshot_id
     for (rule, bucket), snapshot_id in sorted(newest_in.items()):
         kept.setdefault(snapshot_id, f"{rule} {bucket}")
-    if genuine:
-        newest = max(genuine, key=lambda s: (arrived[s.snapshot_id], s.snapshot_id))
-        kept.setdefault(newest.snapshot_id, "the newest")
+    if sets:
+        kept.setdefault(sets[-1].snapshot_id, "the newest")
     return kept

@@ -71,6 +71,8 @@ STAGING = ".fetch-staging"
 PIN = ".offsite-push"
 # A set dated more than this ahead of the clock was taken under a wrong clock.
 FUTURE_SECONDS = 86400
+# How long pending() waits for each repository's answer.
+PENDING_SECONDS = 120
 # How long restic's unlock may take after a push that was stopped.
 UNLOCK_SECONDS = 60
 # How long ssh may take to say why it cannot get in.
@@ -562,6 +564,31 @@ class Offsite:
                     names.append(repo.name)
         return Where({key: ",".join(names) for key, names in holders.items()}, tuple(unreadable))
 
+    def pending(self, names):
+        """Those of local sets NAMES that some repository still lacks and would
+        be sent (pushes send what is newer than a repository's newest), or
+        that cannot be known to be there: a repository that cannot be read,
+        or restic missing. A set older than a repository's newest and not in
+        it was forgotten there, or predates its pushes: it is not pending."""
+        names = set(names)
+        if not names or not self.repositories:
+            return set()
+        if self.which(RESTIC) is None:
+            self.log.warn("restic is not installed: no set can be known to be off-site")
+            return names
+        pending = set()
+        for repo in self.repositories:
+            # A restore asks this at its end: a repository that hangs keeps the
+            # set here, rather than the restore waiting for it.
+            self._deadlines[repo.name] = self.monotonic() + min(self.settings.timeout, PENDING_SECONDS)
+            try:
+                held = self._held(repo)
+            except RepositoryError as error:
+                self.log.warn(error.message)
+                return names
+            pending.update(names.intersection(self._missing(repo, held)))
+        return pending
+
     # --- the local sets ----------------------------------------------------------------------
 
     def local_sha256(self, name, directory=None):
@@ -591,12 +618,11 @@ class Offsite:
 
     def _local_sets(self):
         """(epoch, name) of every local set that goes off-site, oldest first:
-        safety backups stay here, and a set without its checksum file is not
-        whole."""
+        safety backups too (tagged kind=safety: the writes since the last
+        backup before a restore are in them only), but not a set without its
+        checksum file, which is not whole."""
         found = []
         for name in sets.list_sets(self.backups_dir, self.project.name):
-            if sets.kind_of(name, self.project.name) == "safety":
-                continue
             if not os.path.isfile(os.path.join(self.backups_dir, f"{name}.sha256")):
                 continue
             try:
@@ -931,13 +957,14 @@ class Offsite:
     def _choose(self, repo, held, want, before=None):
         """The snapshot WANT names among HELD (oldest first): the newest of
         that name, or for latest the newest set not dated in the future (a
-        set taken under a wrong clock is not the newest here either)."""
+        set taken under a wrong clock is not the newest here either), and
+        never a safety backup: what a restore replaced is no one's latest."""
         chosen, newest = None, None
         future = self.clock() + FUTURE_SECONDS
         for snapshot in held:
-            if sets.kind_of(snapshot.name, self.project.name) == "safety":
-                continue
             if want == "latest":
+                if sets.kind_of(snapshot.name, self.project.name) == "safety":
+                    continue
                 # By the time itself: restic's times may carry different offsets.
                 epoch = snapshot_epoch(snapshot.time)
                 if epoch > future:

@@ -110,7 +110,7 @@ def prune(settings, run=subprocess.run, now=time.time, bucket=s3.Client):
     held = manifest.snapshots(listing, project)
     others = len(listing) - len(held)
     judged = arrivals.judge(held, found, project)
-    kept = arrivals.keep(judged.genuine, found, now(), keep["daily"], keep["weekly"], keep["monthly"])
+    kept = arrivals.keep(judged.genuine, found, now(), keep["daily"], keep["weekly"], keep["monthly"], project)
     forget = [s for s in judged.genuine if s.snapshot_id not in kept]
     for refusal in judged.refused:
         lines.append(f"{name}: kept, not trusted: {refusal.reason}")

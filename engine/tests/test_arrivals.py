@@ -213,6 +213,32 @@ def test_a_policy_of_nothing_still_keeps_the_newest():
     assert arrivals.keep([], {}, at(2026, 12, 6), daily=3, weekly=3, monthly=3) == {}
 
 
+def test_safety_backups_are_kept_for_the_daily_days_and_take_no_sets_place():
+    """A restore's safety backup (what the live database held) is no day's set: it neither
+    displaces that day's nightly set nor becomes the newest; each one that arrived in the last
+    DAILY days stays, and the newest of them whatever the policy."""
+    held, arrived = nightly(at(2026, 12, 1, 2), 6)  # nightly sets 2026-12-01 .. 2026-12-06
+    safety = []
+    for n, when in enumerate((at(2026, 11, 20, 14), at(2026, 12, 2, 14), at(2026, 12, 6, 14))):
+        name = stamped(when).replace("_daily.", "_safety.")
+        safety.append(snapshot(50 + n, name, when))
+        arrived[hexid(50 + n)] = when + 60
+    now = at(2026, 12, 6, 20)
+    kept = arrivals.keep(held + safety, arrived, now, daily=3, weekly=0, monthly=0, project="shop")
+    assert kept == {
+        hexid(4): "daily 2026-12-04",
+        hexid(5): "daily 2026-12-05",
+        hexid(6): "daily 2026-12-06",  # the nightly set, though the safety backup arrived later that day
+        hexid(52): "safety 2026-12-06",
+    }
+    # Older than the days kept, the newest safety backup still stays; the others go.
+    kept = arrivals.keep(held + safety[:2], arrived, now, daily=3, weekly=0, monthly=0, project="shop")
+    assert kept[hexid(51)] == "the newest safety backup" and hexid(50) not in kept
+    # Without the project's name, a safety backup is a set like any other (as before).
+    kept = arrivals.keep(held + safety, arrived, now, daily=1, weekly=0, monthly=0)
+    assert kept == {hexid(52): "daily 2026-12-06"}
+
+
 def test_months_are_counted_across_the_year():
     held, arrived = nightly(at(2025, 11, 15, 2), 60)  # 2025-11-15 .. 2026-01-13
     kept = arrivals.keep(held, arrived, at(2026, 1, 20), daily=0, weekly=0, monthly=3)

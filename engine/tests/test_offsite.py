@@ -307,7 +307,7 @@ def test_a_push_sends_the_sets_newer_than_the_newest_oldest_first(env, monkeypat
     sha_a = make_set(env.backups, A)
     make_set(env.backups, B, media=b"media")
     make_set(env.backups, C)
-    make_set(env.backups, SAFETY)  # safety backups stay here
+    make_set(env.backups, SAFETY)  # a restore's safety backup goes too
     (env.backups / D).write_bytes(b"no checksum file: not whole")
     env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
     env.fake.on(restic("bucket", "backup"), stdout=summary(1536))
@@ -318,8 +318,9 @@ def test_a_push_sends_the_sets_newer_than_the_newest_oldest_first(env, monkeypat
     finally:
         monkeypatch.undo()
         time.tzset()
-    assert [(p.repo, p.ok, p.pushed, p.missing, p.added) for p in done] == [("bucket", True, (B, C), 0, 3072)]
-    assert pushes(env) == [B, C]
+    assert [(p.repo, p.ok, p.pushed, p.missing, p.added) for p in done] == [("bucket", True, (B, C, SAFETY), 0, 4608)]
+    assert pushes(env) == [B, C, SAFETY]
+    assert "kind=safety" in restic_calls(env, "backup")[2].argv
     first = restic_calls(env, "backup")[0]
     sha_b = (env.backups / f"{B}.sha256").read_text().split()[0]
     assert first.argv == [
@@ -362,9 +363,10 @@ def test_a_push_sends_the_sets_newer_than_the_newest_oldest_first(env, monkeypat
     assert env.log.at("INFO") == [
         f"off-site repository bucket: pushed {B} (1.5KB new after deduplication, in 0.0 s)",
         f"off-site repository bucket: pushed {C} (1.5KB new after deduplication, in 0.0 s)",
+        f"off-site repository bucket: pushed {SAFETY} (1.5KB new after deduplication, in 0.0 s)",
     ]
     assert (metric(env, "bucket", "success"), metric(env, "bucket", "sets_missing")) == ("1", "0")
-    assert metric(env, "bucket", "pushed_bytes") == "3072"
+    assert metric(env, "bucket", "pushed_bytes") == "4608"
     assert metric(env, "bucket", "last_success_timestamp_seconds") == str(NOW)
 
 
@@ -1120,6 +1122,20 @@ def test_fetch_by_name_and_a_stale_staging_directory(env, tmp_path):
     assert sorted(os.listdir(env.backups)) == sorted([A, f"{A}.sha256", f"{A}.manifest.json"])
 
 
+def test_a_safety_backup_is_fetched_by_name_never_as_the_latest(env, tmp_path):
+    source, sha = stored(tmp_path, SAFETY)
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, "a" * 64), snap(SAFETY, sha, snap_id="sss")))
+    env.fake.on(restic("bucket", "restore"), effect=restores(source))
+    assert env.bucket().fetch("bucket", SAFETY) == str(env.backups / SAFETY)
+    assert "sss" in restic_calls(env, "restore")[0].argv
+    for path in env.backups.iterdir():
+        path.unlink()
+    env.fake.on(restic("bucket", "restore"), effect=lambda call: None)
+    with pytest.raises(Failure):
+        env.bucket().fetch("bucket", "latest")  # A, not the newer safety backup (A's files are not there)
+    assert restic_calls(env, "restore")[-1].argv[3] == snapshot_id(A)
+
+
 def test_fetch_latest_passes_over_a_set_dated_in_the_future(env, tmp_path):
     source, sha_a = stored(tmp_path, A)
     future = "shop_20991231T000000Z_daily.pgdump.zst"
@@ -1618,3 +1634,38 @@ def test_a_push_over_the_backup_hosts_quota_says_so(env, stderr, why):
     make_set(env.backups, A)
     assert not env.ssh().push_repo("backuphost").ok
     assert env.log.at("WARN")[-1].endswith(f"failed (restic exit 1): {why}")
+
+
+# --- safety backups: off-site before they are pruned here ----------------------------------------
+
+
+def test_a_set_is_pending_until_every_repository_holds_it(env):
+    """What a restore's retention asks before it removes a safety backup: a set is still to go
+    off-site while a repository lacks it and would be sent it (it is newer than that
+    repository's newest); older and missing, it was forgotten there or predates the pushes."""
+    sha_a = make_set(env.backups, A)
+    sha_s = make_set(env.backups, SAFETY)  # 2026-12-05
+    older = "shop_20261130T020000Z_safety.pgdump.zst"  # older than A, and in no repository
+    make_set(env.backups, older)
+    both = listing(snap(A, sha_a), snap(SAFETY, sha_s))
+    env.fake.on(restic("backuphost", "snapshots"), stdout=both)
+    env.fake.on(arrivals_rule, stdout=arrivals_of(both))
+    env.fake.on(restic("bucket", "snapshots"), stdout=listing(snap(A, sha_a)))
+    assert env.make().pending([SAFETY, older]) == {SAFETY}  # the bucket lacks it
+    assert env.ssh().pending([SAFETY, older]) == set()
+    assert env.make().pending([]) == set()
+    assert env.make(repos=()).pending([SAFETY]) == set()
+    assert {command(call) for call in env.fake.calls if call.programs[0] == "restic"} == {"snapshots"}  # reads only
+    assert {call.timeout for call in env.fake.calls} == {120}  # not the push's 600 s: a restore is waiting
+
+
+def test_a_set_is_pending_while_a_repository_cannot_be_read(env):
+    make_set(env.backups, SAFETY)
+    env.fake.on(restic("bucket", "snapshots"), fail=1, stderr="Fatal: unable to open config file: 403 Forbidden\n")
+    assert env.bucket().pending([SAFETY]) == {SAFETY}
+    assert env.log.at("WARN") == [
+        "off-site repository bucket: reading its snapshots failed (restic exit 1): "
+        "Fatal: unable to open config file: 403 Forbidden"
+    ]
+    assert env.bucket(which=lambda name: None).pending([SAFETY]) == {SAFETY}
+    assert env.log.at("WARN")[-1] == "restic is not installed: no set can be known to be off-site"

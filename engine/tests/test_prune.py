@@ -244,3 +244,27 @@ def test_a_bucket_that_cannot_be_read_is_not_pruned(settings, tmp_path):
     with pytest.raises(prune.PruneError, match="reading when the snapshots arrived failed: AccessDenied"):
         prune.prune(s3_settings(settings, tmp_path), run=run, now=lambda: NOW, bucket=Refusing)
     assert run.restic("forget") == []
+
+
+def test_a_safety_backup_takes_no_days_place_and_stays_its_days(settings):
+    """A restore's safety backup is kept for the days of the daily policy, and never counts as
+    the day's set: the nightly set of its day stays beside it."""
+    listing, arrived = [], {}
+    for n in range(3):  # nightly sets 2026-12-04 .. 06
+        taken = calendar.timegm((2026, 12, 4 + n, 2, 0, 0))
+        listing.append(snap(n + 1, taken))
+        arrived[f"{n + 1:064x}"] = taken + 600
+    for n, day in enumerate((1, 6)):  # safety backups of restores on 2026-12-01 and 06, in the afternoon
+        taken = calendar.timegm((2026, 12, day, 14, 0, 0))
+        name = name_at(taken).replace("_daily.", "_safety.")
+        listing.append(
+            snap(10 + n, taken, name, tags=["djangoops", f"set={name}", "sha256=" + "b" * 64, "kind=safety"])
+        )
+        arrived[f"{10 + n:064x}"] = taken + 60
+    run = Restic(listing, arrived)
+    changed, lines = prune.prune(settings, run=run, now=lambda: calendar.timegm((2026, 12, 6, 20, 0, 0)))
+    assert changed
+    forgotten = run.restic("forget")[0]
+    # Kept: the nightly sets of the 5th and 6th, and the safety backup of the 6th.
+    assert sorted(forgotten[forgotten.index("forget") + 1 :]) == [f"{n:064x}" for n in (1, 10)]
+    assert lines[-1] == "backuphost: keep 3 sets, remove 2 (by when they arrived: 2 days, 0 weeks, 0 months)"

@@ -23,6 +23,7 @@ from djangoops.commands import common, restore
 from djangoops.context import Context, run_command
 from djangoops.engines.base import Connection, Engine, Properties, Snapshot
 from djangoops.errors import Exit, Failure
+from djangoops.offsite import Offsite
 from djangoops.runner import CommandFailed, Interrupted, Stage
 from fakes import FakeRunner
 
@@ -453,6 +454,41 @@ def test_success_prunes_older_safety_sets_but_not_the_one_restored_from(env):
     # The restore is done only once the safety backups are pruned.
     assert info.index(f'restore: done: database "{LIVE}" holds {source}') > removing
     assert SET in env.files()  # another kind is never pruned by a restore
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_safety_backup_no_repository_holds_yet_is_not_pruned(env, monkeypatch, pushed):
+    """Until every off-site repository holds it, a safety backup is the only copy of what a
+    restore replaced: the retention keeps it, and removes it once it is off-site."""
+    older = "shop_20261101T000000Z_safety.sql.gz"
+    make_set(env.backups, older)
+    env.offsite = config.Offsite(
+        dir=str(env.backups), timeout=60, check_subset="1/5", verify_from="",
+        repositories=(config.Repository("bucket", "s3", "", 0, "", "s3:https://s3.example/b"),),
+    )  # fmt: skip
+    asked = []
+    monkeypatch.setattr(
+        Offsite, "pending", lambda self, names: asked.append(sorted(names)) or set(names) - {pushed and older}
+    )
+
+    assert env.run("--yes") == Exit.OK
+    assert asked == [[older]]
+    assert (older in env.safety_sets()) is not pushed
+    kept = (
+        f"retention: keeping {older} (safety) until every off-site repository holds it; the next backup_db.sh or "
+        "push_db_backups.sh sends it"
+    )
+    assert (kept in env.messages("INFO")) is not pushed
+    assert (f"retention: removing {older} (safety, keeping 1)" in env.messages("INFO")) is pushed
+    assert any(m.endswith("(the next backup_db.sh or push_db_backups.sh sends it off-site)") for m in env.messages())
+
+
+def test_without_off_site_repositories_nothing_is_asked(env, monkeypatch):
+    monkeypatch.setattr(Offsite, "pending", lambda self, names: pytest.fail("asked"))
+    make_set(env.backups, "shop_20261101T000000Z_safety.sql.gz")
+    assert env.run("--yes") == Exit.OK
+    assert len(env.safety_sets()) == 1
+    assert not any("sends it off-site" in m for m in env.messages())
 
 
 def test_success_with_staging_loads_the_uncompressed_copy_and_removes_it(env):

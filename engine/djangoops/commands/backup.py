@@ -83,9 +83,11 @@ def remove_stale_partials(context):
         context.log.warn(f"removing {name}, left by an interrupted run")
 
 
-def prune(context, database, kinds, protected=()):
+def prune(context, database, kinds, protected=(), offsite=None):
     """Retention, only after a backup was published: never the newest backup,
-    never the one latest points at, never a PROTECTED one."""
+    never the one latest points at, never a PROTECTED one, and with OFFSITE
+    (config.Offsite) never a safety backup that an off-site repository still
+    lacks: until then it is the only copy of what a restore replaced."""
     directory = context.project.backups_dir
     keep = {
         "daily": database.keep.daily,
@@ -105,6 +107,17 @@ def prune(context, database, kinds, protected=()):
     except (ValueError, OSError):
         context.log.warn("retention: could not work out what to remove; nothing was removed")
         return
+    safety = [removal.name for removal in plan if removal.kind == "safety"]
+    if safety and offsite is not None and offsite.repositories:
+        from .offsite_commands import offsite_for
+
+        waiting = offsite_for(context, database, offsite).pending(safety)
+        for name in sorted(waiting):
+            context.log.info(
+                f"retention: keeping {name} (safety) until every off-site repository holds it; "
+                "the next backup_db.sh or push_db_backups.sh sends it"
+            )
+        plan = [removal for removal in plan if removal.name not in waiting]
     for removal in plan:
         context.log.info(f"retention: removing {removal.name} ({removal.kind}, keeping {removal.kept})")
         try:

@@ -234,7 +234,7 @@ class Restore:
                 message = failed.message if isinstance(failed, Failure) else f"the safety backup failed: {failed}"
                 raise Failure(Exit.PARTIAL, message) from None
         # Safety backups are pruned only once the restore has succeeded.
-        backup.prune(context, self.database, ("safety",), protected=(name,))
+        backup.prune(context, self.database, ("safety",), protected=(name,), offsite=self.offsite)
         self.enter(DONE, f'database "{self.live}" holds {name}')
         if media_failure is not None:
             taken = f" (what it held before is in {self.safety})" if self.safety else ""
@@ -367,9 +367,12 @@ class Restore:
             self.engine.drop_database(self.aside)
         except (Failure, CommandFailed) as failed:
             self.log.warn(f"could not drop {self.aside} after saving it as {self.safety}: {failed}; drop it by hand")
+        offsite = (
+            " (the next backup_db.sh or push_db_backups.sh sends it off-site)" if self.offsite.repositories else ""
+        )
         self.log.info(
             f'what database "{self.live}" held before the restore is in {self.safety} '
-            f"(restore_db.sh {self.safety} brings it back)"
+            f"(restore_db.sh {self.safety} brings it back){offsite}"
         )
 
 
