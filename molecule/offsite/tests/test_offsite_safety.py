@@ -25,7 +25,7 @@ def test_a_safety_backup_goes_off_site_before_it_is_pruned_here(host, run, resti
         (new,) = safety_sets(host) - before
         return new, result
 
-    first, _ = restore()
+    first = restore()[0]
     second, result = restore()
     # Two safety backups where one is kept: the first stays, as no repository holds it yet.
     assert {first, second} <= safety_sets(host)
