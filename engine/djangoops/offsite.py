@@ -864,19 +864,9 @@ class Offsite:
                         f"{self._describe(repo, f'pushing {name}', failed)}; restic stored an incomplete snapshot "
                         f"({snapshot_id or 'id unknown'}), which does not count: the next push sends {name} again",
                     ) from None
-                # A run that was killed (a time limit) leaves its lock behind,
-                # and an exclusive one blocks every push: restic's unlock
-                # removes stale locks only (of processes gone from this host,
-                # or older than 30 minutes), which even an append-only
-                # repository allows.
+                # A killed run's exclusive lock blocks every push.
                 if attempt == 1 and STALE_LOCK.search(failed.stderr):
-                    self.log.warn(
-                        f"off-site repository {repo.name} is locked; removing stale locks and trying once more"
-                    )
-                    try:
-                        self._run(repo, ["unlock"], stdout=DEVNULL)
-                    except CommandFailed:
-                        pass  # the second try says what is wrong
+                    self._remove_stale_locks(repo, "trying once more")
                     continue
                 message = self._describe(repo, f"pushing {name}", failed)
                 if failed.timed_out or failed.signal is not None:
@@ -888,6 +878,18 @@ class Offsite:
             f"in {format_seconds(self.monotonic() - started)} s)"
         )
         return added
+
+    def _remove_stale_locks(self, repo, then):
+        """A run that was killed left its lock, and an exclusive one blocks
+        what comes next: restic's unlock removes stale locks only (of
+        processes gone from this host, or older than 30 minutes), which even
+        an append-only repository allows. THEN says what is done next, which
+        says what is wrong when this did not help."""
+        self.log.warn(f"off-site repository {repo.name} is locked; removing stale locks and {then}")
+        try:
+            self._run(repo, ["unlock"], stdout=DEVNULL)
+        except CommandFailed:
+            pass
 
     def _unlock_after(self, repo):
         """After a restic that was stopped (its time limit, a signal), which
@@ -1138,15 +1140,10 @@ class Offsite:
                 try:
                     self._run(repo, ["check", f"--read-data-subset={subset}"], stdout=output)
                 except CommandFailed as error:
-                    # As a push does: a run that was killed left its lock, which
-                    # blocks the check's exclusive one until it is removed.
+                    # A killed run's lock blocks the check's exclusive one.
                     if not STALE_LOCK.search(error.stderr):
                         raise
-                    self.log.warn(f"off-site repository {repo.name} is locked; removing stale locks and checking again")
-                    try:
-                        self._run(repo, ["unlock"], stdout=DEVNULL)
-                    except CommandFailed:
-                        pass  # the second check says what is wrong
+                    self._remove_stale_locks(repo, "checking again")
                     self._run(repo, ["check", f"--read-data-subset={subset}"], stdout=output)
             except CommandFailed as error:
                 # restic check says what is damaged on stdout, and why it gives

@@ -46,6 +46,13 @@ def playbook(*args, inventory=None):
     )
 
 
+def snapshots(restic, repo):
+    """`restic snapshots` of REPO through the `restic` fixture, as JSON."""
+    result = restic(repo, "snapshots --json --no-lock")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def restic_as_server(host, repo, args, password=None, timeout=60):
     """restic against one of HOST's repositories, as the project user, with the server's own
     key, host key and password file (or another password): what an intruder on that server

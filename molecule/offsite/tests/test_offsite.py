@@ -19,17 +19,12 @@ from offsite_helpers import (
     playbook,
     scenario_file,
     set_time,
+    snapshots,
 )
 from shop_project import COMMANDS, ENGINE_BIN, HOME, quote
 
 REPOS = ("backuphost", "bucket")
 SERVERS = ("offsite-debian12", "offsite-debian13")
-
-
-def snapshots(restic, repo):
-    result = restic(repo, "snapshots --json --no-lock")
-    assert result.rc == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def sets_in(restic, repo):
@@ -246,16 +241,15 @@ def test_a_full_backup_host_fails_the_push_then_the_next_run_catches_up(host, ru
     assert missed in sets_in(restic, "backuphost")
 
 
-def quotas(backup_host, **quota):
+def quotas(**quota):
     """Applies the backup host's role with QUOTA (server name -> bytes) for those servers,
-    the scenario's own for the others; the bytes each repository then holds."""
+    the scenario's own for the others."""
     result = playbook(
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "backup_host.yml"),
         "-e",
         json.dumps({"offsite_quotas": quota}),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return {name: repository_bytes(backup_host, name) for name in SERVERS}
 
 
 def repository_bytes(backup_host, name):
@@ -274,7 +268,7 @@ def test_a_server_over_its_quota_fails_its_push_and_the_other_pushes(host, run, 
     )
     used = repository_bytes(backup_host, me)
     try:
-        quotas(backup_host, **{me: used})
+        quotas(**{me: used})
         before = latest(host)
         result = run("backup_db.sh")
         missed = assert_published_locally_and_failed_offsite(
@@ -296,7 +290,7 @@ def test_a_server_over_its_quota_fails_its_push_and_the_other_pushes(host, run, 
         # with Debian 13's restic.
         if me == "offsite-debian13":
             room = 2048
-            quotas(backup_host, **{me: used + room})
+            quotas(**{me: used + room})
             result = run("push_db_backups.sh")
             assert result.rc == 14, result.stderr
             assert "the backup host stopped the push at this repository's quota" in result.stderr
@@ -305,7 +299,7 @@ def test_a_server_over_its_quota_fails_its_push_and_the_other_pushes(host, run, 
             # The lock the stopped restic left is gone: no check or prune finds it.
             assert backup_host.check_output(f"ls -A /srv/restic/{me}/locks") == ""
     finally:
-        quotas(backup_host)
+        quotas()
     result = run("push_db_backups.sh")
     assert result.rc == 0, result.stderr
     assert missed in sets_in(restic, "backuphost")

@@ -3,11 +3,9 @@ only) go off-site like any set, tagged kind=safety, and a restore's retention ke
 until every repository holds it. On the Debian 13 server, which keeps one safety backup
 (db_backup_keep_safety: 1); the disaster drill after this file restores Debian 12's sets."""
 
-import json
-
 import pytest
 from db_backup.backup_helpers import BACKUPS
-from offsite_helpers import latest
+from offsite_helpers import latest, snapshots
 
 
 def safety_sets(host):
@@ -34,11 +32,9 @@ def test_a_safety_backup_goes_off_site_before_it_is_pruned_here(host, run, resti
     pushed = run("push_db_backups.sh")
     assert pushed.rc == 0, pushed.stderr
     for repo in ("backuphost", "bucket"):
-        listed = restic(repo, "snapshots --json --no-lock")
-        assert listed.rc == 0, listed.stderr
         kinds = {
             tag[4:]: next((t for t in s["tags"] if t.startswith("kind=")), None)
-            for s in json.loads(listed.stdout)
+            for s in snapshots(restic, repo)
             for tag in s["tags"]
             if tag.startswith("set=")
         }
