@@ -10,6 +10,7 @@ databases are never dropped), the files left in db_backups/ and MEDIA_ROOT."""
 import dataclasses
 import gzip
 import io
+import json
 import os
 import random
 import re
@@ -17,12 +18,21 @@ import signal
 import sys
 
 import pytest
-from command_helpers import shop_project
+from command_helpers import (
+    arrivals_of,
+    arrivals_rule,
+    restic_restores,
+    restic_rule,
+    restic_snapshots,
+    set_files,
+    shop_project,
+)
 from djangoops import config, manifest, sets
 from djangoops.commands import common, restore
 from djangoops.context import Context, run_command
 from djangoops.engines.base import Connection, Engine, Properties, Snapshot
 from djangoops.errors import Exit, Failure
+from djangoops.lock import Lock
 from djangoops.offsite import Offsite
 from djangoops.runner import CommandFailed, Interrupted, Stage
 from fakes import FakeRunner
@@ -1325,4 +1335,124 @@ def test_undo_after_done_does_nothing(env):
     job = restore.Restore(env.context, env.database, env.offsite, env.engine)
     job.state = restore.DONE
     job.undo()
+    assert env.engine.calls == []
+
+
+# --- 9. --from: the set fetched under the restore's own lock -------------------------------------
+
+OLDER = "shop_20261205T010203Z_daily.sql.gz"
+
+
+class Remote:
+    """OLDER in off-site repository nas (not here), as restic lists it and the
+    backup host's record of arrivals vouches for it; `restic restore` writes its
+    files, and notes in .lock_held whether the backups lock was held then."""
+
+    def __init__(self, env, tmp_path, monkeypatch):
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        make_set(str(elsewhere), OLDER)
+        offsite_dir = tmp_path / "offsite"
+        offsite_dir.mkdir()
+        (offsite_dir / "password").write_text("repository-password\n")
+        (offsite_dir / "nas.initialized").write_text("")
+        values = {
+            "dir": str(offsite_dir),
+            "timeout": 60,
+            "check_subset": "10%",
+            "verify_from": "",
+            "repositories": [
+                {"name": "nas", "type": "ssh", "host": "nas.example", "port": 22, "user": "offsite", "url": ""}
+            ],
+        }
+        (tmp_path / "offsite.json").write_text(json.dumps(values))
+        env.offsite = config.load_offsite(str(tmp_path / "offsite.json"))
+        listing = restic_snapshots((OLDER, manifest.sha256_of(str(elsewhere / OLDER))))
+        env.runner.on(restic_rule("nas", "snapshots"), stdout=listing)
+        env.runner.on(arrivals_rule, stdout=arrivals_of(listing))
+        self.restore = env.runner.on(restic_rule("nas", "restore"), effect=self._restore)
+        self.write_files = restic_restores(set_files(str(elsewhere), OLDER))
+        self.lock_held = []
+        self.env = env
+        # restic "installed" (shutil.which finds it); the FakeRunner answers its calls.
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "restic").write_text("#!/bin/sh\nexit 99\n")
+        (bin_dir / "restic").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+
+    def _restore(self, call):
+        probe = Lock(os.path.join(self.env.backups, ".lock"), 0)
+        try:
+            probe.acquire()
+        except Failure:
+            self.lock_held.append(True)
+        else:
+            probe.release()
+            self.lock_held.append(False)
+        self.write_files(call)
+
+    def restic_calls(self):
+        return [call for call in self.env.runner.calls if call.programs[0] == "restic"]
+
+
+@pytest.fixture
+def remote(env, tmp_path, monkeypatch):
+    return Remote(env, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("which", [[OLDER], [], ["--arrived-before", "2026-12-06 00:00"]])
+def test_from_fetches_the_set_under_the_restores_own_lock_and_restores_it(env, remote, which):
+    # SET (here, latest) is newer than anything off-site: --from restores what the
+    # repository holds, by name, as its newest, or by its arrival there.
+    assert env.run(*which, "--from", "nas", "--yes") == Exit.OK
+
+    assert remote.lock_held == [True], "a backup's retention could remove the set between the fetch and the restore"
+    fetched = os.path.join(env.backups, OLDER)
+    assert env.engine.args_of("load") == [(fetched, WORK, None)]
+    assert any(m.startswith(f"fetched {OLDER} from nas: sha256 and manifest good") for m in env.messages("INFO"))
+    assert env.states() == ["checking", "loading", "swapping", "swapped", "saving", "done"]
+    assert f'database "{LIVE}" holds {OLDER}' in env.text()
+    assert manifest.check_sha256(fetched + ".sha256") is None
+    assert os.readlink(os.path.join(env.backups, "latest")) == SET  # a fetch does not move latest
+
+
+def test_from_asks_before_it_fetches_and_a_wrong_answer_fetches_nothing(env, remote, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("shop_x\n"))
+    assert env.run("--from", "nas") == Exit.NOT_CONFIRMED
+    err = capsys.readouterr().err
+    assert f'This replaces database "{LIVE}" (user "shop_user", host local socket) with\n' in err
+    assert "  its newest set from off-site repository nas, fetched and checked first.\n" in err
+    assert remote.restic_calls() == []
+    assert env.engine.calls == []
+    assert env.files() == env.published
+
+
+def test_from_a_repository_that_fails_the_fetch_exits_14_with_the_live_database_untouched(env, remote):
+    env.first(restic_rule("nas", "restore"), fail=1, stderr="Fatal: unable to open repository")
+    assert env.run("--from", "nas", "--yes") == Exit.OFFSITE_FAILED
+    assert f"{OLDER} could not be fetched from nas; nothing was published" in env.messages("ERROR")
+    assert env.engine.calls == []
+    assert_live_untouched(env)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["--arrived-before", "2026-12-06"], Exit.USAGE, "--arrived-before chooses among an off-site repository's"),
+        (["--from", "tape"], Exit.USAGE, "no off-site repository named 'tape'; configured: nas"),
+        ([OLDER, "--from", "nas", "--arrived-before", "2026-12-06"], Exit.USAGE, f"name a set ({OLDER}) or give"),
+        (["--from", "nas", "--arrived-before", "noon"], Exit.USAGE, "--arrived-before 'noon' is not a time"),
+    ],
+)
+def test_from_refuses_a_bad_request_before_anything_runs(env, remote, args, code, error):
+    assert env.run(*args, "--yes") == code
+    assert env.messages("ERROR")[0].startswith(error)
+    assert env.runner.calls == []
+    assert env.engine.calls == []
+
+
+def test_from_without_repositories_exits_3(env):
+    assert env.run("--from", "nas", "--yes") == Exit.CONFIG
+    assert env.messages("ERROR") == ["no off-site repository is configured (db_backup_offsite_repositories)"]
     assert env.engine.calls == []

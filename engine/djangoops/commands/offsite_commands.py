@@ -72,15 +72,8 @@ def fetch(context, args):
         positional=1,
     )
     source = options.source if options.source is not None else offsite.repositories[0].name
-    if offsite.repository(source) is None:
-        configured = " ".join(r.name for r in offsite.repositories)
-        raise Failure(Exit.USAGE, f"no off-site repository named '{source}'; configured: {configured}")
     want = options.positional[0] if options.positional else "latest"
-    before = None
-    if options.before is not None:
-        if want != "latest":
-            raise Failure(Exit.USAGE, f"name a set ({want}) or give --arrived-before, not both")
-        before = arrival_time(options.before)
+    before = fetch_request(offsite, source, want, options.before)
     wait = common.lock_wait(options.lock_wait, database.lock_wait)
     context.start_run()
     repositories = offsite_for(context, database, offsite)
@@ -92,6 +85,20 @@ def fetch(context, args):
     path = repositories.fetch(source, want, before=before)
     print(path.rsplit("/", 1)[-1])
     sys.stdout.flush()
+
+
+def fetch_request(offsite, source, want, before):
+    """What a fetch (or restore_db.sh --from) asks for, checked before anything
+    runs: SOURCE must be a configured repository, and --arrived-before BEFORE
+    goes with latest only. Returns BEFORE in seconds since the epoch, or None."""
+    if offsite.repository(source) is None:
+        configured = " ".join(r.name for r in offsite.repositories)
+        raise Failure(Exit.USAGE, f"no off-site repository named '{source}'; configured: {configured}")
+    if before is None:
+        return None
+    if want != "latest":
+        raise Failure(Exit.USAGE, f"name a set ({want}) or give --arrived-before, not both")
+    return arrival_time(before)
 
 
 def arrival_time(text):

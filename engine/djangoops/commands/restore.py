@@ -35,12 +35,14 @@ from .. import sets
 from ..errors import Exit, Failure
 from ..log import format_seconds, human_duration
 from ..runner import CommandFailed, Stage
-from . import backup, common, verify
+from . import backup, common, offsite_commands, verify
 
-USAGE = """Usage: restore_db.sh [BACKUP|latest] [--yes] [--with-media] [--jobs N] [--lock-wait SECONDS]
-                     [--lock-timeout SECONDS] [--quiet]
+USAGE = """Usage: restore_db.sh [BACKUP|latest] [--from REPOSITORY [--arrived-before TIME]] [--yes]
+                     [--with-media] [--jobs N] [--lock-wait SECONDS] [--lock-timeout SECONDS] [--quiet]
 Replace the project's database with a backup from its db_backups/ (default: latest).
-Asks for the database name to be typed unless --yes is given.
+With --from, the set is first fetched from that off-site repository (as fetch_db_backup.sh
+does; --arrived-before as there), under the same lock as the restore: no backup's retention
+can remove it in between. Asks for the database name to be typed unless --yes is given.
 The backup is loaded into a work database and checked against its manifest while
 the site runs on; then, in one short step, the live database is set aside and the
 restored one takes its name. What the old one held becomes a safety backup.
@@ -389,10 +391,24 @@ def main(context, args):
         args,
         USAGE,
         flags=("--yes", "--with-media"),
-        options={"--jobs": "jobs", "--lock-wait": "lock_wait", "--lock-timeout": "lock_timeout"},
+        options={
+            "--jobs": "jobs",
+            "--lock-wait": "lock_wait",
+            "--lock-timeout": "lock_timeout",
+            "--from": "source",
+            "--arrived-before": "before",
+        },
         positional=1,
     )
     want = options.positional[0] if options.positional else "latest"
+    before = None
+    if options.source is not None:
+        offsite_commands.require_repositories(offsite)
+        before = offsite_commands.fetch_request(offsite, options.source, want, options.before)
+    elif options.before is not None:
+        raise Failure(
+            Exit.USAGE, "--arrived-before chooses among an off-site repository's sets: give --from REPOSITORY too"
+        )
     wait = common.lock_wait(options.lock_wait, database.lock_wait)
     database = verify.with_lock_timeout(database, common.lock_timeout(options.lock_timeout, database.db_lock_timeout))
     if options.jobs is not None:
@@ -403,26 +419,56 @@ def main(context, args):
         database = dataclasses.replace(database, restore_jobs=int(options.jobs))
     context.start_run(database.healthcheck_url("restore_db"))
     engine = common.engine_for(context, database)
-    path = sets.resolve(context.project.backups_dir, want)
-    name = os.path.basename(path)
-    checked = common.check_backup(context, path, database)
+    if options.source is None:
+        path = sets.resolve(context.project.backups_dir, want)
+        name = os.path.basename(path)
+        checked = common.check_backup(context, path, database)
+        _announce(
+            engine,
+            f"{name}\n  taken {checked.manifest.get('created', '')}, {checked.manifest.rows} rows, "
+            f"{common.iec(os.stat(path).st_size)}B",
+        )
+        _confirm(options, engine)
+        common.lock(context, wait)
+        backup.remove_stale_partials(context)
+        # Another run may have pruned or replaced the set while this one waited.
+        if not os.path.isfile(path):
+            raise Failure(Exit.BAD_BACKUP, f"{name} is gone (pruned while waiting for the lock?); nothing was changed")
+        checked = common.check_backup_again(context, path, database, checked)
+    else:
+        repositories = offsite_commands.offsite_for(context, database, offsite)
+        repositories.require_restic()
+        if before is not None:
+            which = f"the newest set that reached it before {options.before}"
+        else:
+            which = "its newest set" if want == "latest" else want
+        _announce(engine, f"{which} from off-site repository {options.source}, fetched and checked first")
+        _confirm(options, engine)
+        # One lock from the fetch to the end: a backup's retention cannot remove the
+        # fetched set before it is restored.
+        common.lock(context, wait)
+        backup.remove_stale_partials(context)
+        path = repositories.fetch(options.source, want, before=before)
+        checked = common.check_backup(context, path, database)
+    Restore(context, database, offsite, engine).run(path, options, checked)
+
+
+def _announce(engine, what):
+    """What the restore replaces, and with WHAT, on stderr before the question."""
     connection = engine.connection
     sys.stderr.write(
         f'\nThis replaces database "{connection.name}" (user "{connection.user}", host '
-        f"{connection.host or 'local socket'}) with\n  {name}\n  taken {checked.manifest.get('created', '')}, "
-        f"{checked.manifest.rows} rows, {common.iec(os.stat(path).st_size)}B.\n"
+        f"{connection.host or 'local socket'}) with\n  {what}.\n"
         "Everything written to the database since then is set aside (a safety backup is taken).\n\n"
     )
-    if not options.yes:
-        sys.stderr.write("Type the database name to go on: ")
-        sys.stderr.flush()
-        answer = sys.stdin.readline().rstrip("\n")
-        if answer != connection.name:
-            raise Failure(Exit.NOT_CONFIRMED, "confirmation did not match the database name; nothing was changed")
-    common.lock(context, wait)
-    backup.remove_stale_partials(context)
-    # Another run may have pruned or replaced the set while this one waited.
-    if not os.path.isfile(path):
-        raise Failure(Exit.BAD_BACKUP, f"{name} is gone (pruned while waiting for the lock?); nothing was changed")
-    checked = common.check_backup_again(context, path, database, checked)
-    Restore(context, database, offsite, engine).run(path, options, checked)
+
+
+def _confirm(options, engine):
+    """The database's name, typed (unless --yes)."""
+    if options.yes:
+        return
+    sys.stderr.write("Type the database name to go on: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().rstrip("\n")
+    if answer != engine.connection.name:
+        raise Failure(Exit.NOT_CONFIRMED, "confirmation did not match the database name; nothing was changed")
