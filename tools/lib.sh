@@ -260,7 +260,7 @@ build_server_image() {
   local dir="$ROOT/molecule/shared/testbed/image" ca ctx
   ca=$(host_ca_bundle)
   ctx=$(mktemp -d "$CACHE/context.XXXXXX")
-  cp "$dir/Dockerfile" "$ctx/"
+  cp "$dir/Dockerfile" "$dir/zip_bytecode.py" "$ctx/"
   cp "$ca" "$ctx/host-ca.crt"
   # The fixtures every scenario deploys or starts, in /opt/djangoops-test.
   mkdir -p "$ctx/fixtures/bin"

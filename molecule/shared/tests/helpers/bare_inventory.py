@@ -45,11 +45,12 @@ def apply_role(hostname, role, extra_vars, tmp_path, gather_facts=True):
     return result.returncode, result.stdout + result.stderr
 
 
-def apply_role_cases(hostname, role, cases, tmp_path, gather_facts=True):
+def apply_role_cases(hostname, role, cases, tmp_path, gather_facts=True, become=False):
     """Runs `role` on `hostname` once per case of `cases` (name -> variables), each in a
     play of its own with only that case's variables, all in one ansible-playbook run: one
     start-up and one fact gathering instead of one per case. A case the role refuses is
-    rescued, so that the next case still runs, and says so ("case NAME refused").
+    rescued, so that the next case still runs, and says so ("case NAME refused"). With
+    `become`, the plays run as root, as the roles' own playbooks do.
 
     Returns the exit code, each case's output (its play, from its header to the next
     play's) and the PLAY RECAP."""
@@ -58,6 +59,7 @@ def apply_role_cases(hostname, role, cases, tmp_path, gather_facts=True):
             "name": f"case {name}",
             "hosts": "all",
             "gather_facts": gather_facts and index == 0,
+            "become": become,
             "vars": variables,
             "tasks": [
                 {
