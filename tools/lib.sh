@@ -94,6 +94,27 @@ ensure_host_packages() {
 
 one_line() { local text=${1//$'\n'/ | }; printf '%s' "${text:-(nothing)}"; }
 
+# promtool, for the lint step's checks of the alert rules: Debian's prometheus
+# package has it, but installing that package would also install (and, where
+# systemd runs, start) a Prometheus server. The binary alone is taken out of the
+# package into .cache/promtool (a 19 MB download, once per checkout); sets PROMTOOL.
+ensure_promtool() {
+  PROMTOOL=$CACHE/promtool/usr/bin/promtool
+  [[ -x $PROMTOOL ]] && return 0
+  local dir=$CACHE/promtool.download
+  rm -rf "$dir" "$CACHE/promtool"
+  mkdir -p "$dir" "$CACHE/promtool"
+  # The package lists may be missing on a fresh machine: fetched then.
+  if ! (cd "$dir" && { apt-get download -qq prometheus || { apt-get update -qq && apt-get download -qq prometheus; }; }) \
+    >"$CACHE/promtool.log" 2>&1; then
+    die "could not download Debian's prometheus package for promtool: $(one_line "$(tail -n 3 "$CACHE/promtool.log")")"
+  fi
+  dpkg-deb --fsys-tarfile "$dir"/prometheus_*.deb | tar -x -C "$CACHE/promtool" ./usr/bin/promtool ||
+    die "could not take promtool out of $(echo "$dir"/prometheus_*.deb)"
+  rm -rf "$dir"
+  "$PROMTOOL" --version >/dev/null 2>&1 || die "$PROMTOOL does not run"
+}
+
 # --- Docker engine -----------------------------------------------------------
 
 docker_answers() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }

@@ -1,6 +1,8 @@
-"""Prometheus textfile metrics, in the files and lines common.sh's
-write_metrics and offsite.sh's offsite_metrics wrote: dashboards and alerts
-read them, so names, labels and order stay as they were.
+"""Prometheus textfile metrics: dashboards and the alert rules
+(templates/prometheus/djangoops.rules.yml) read them, so their names and
+labels are stable. The command's name is the label `script`, not `job`: on a
+scrape, Prometheus gives every series the `job` of its scrape configuration,
+and a series' own `job` would become `exported_job`.
 
 One file per command (djangoops_<project>_<command>.prom) and one per
 off-site repository (djangoops_<project>_offsite_<repository>.prom), each
@@ -82,7 +84,7 @@ def write_job_metrics(metrics_dir, project, script, code, duration, extra=None, 
     now = int(time.time() if now is None else now)
     old = _read_lines(path)
     last_success = now if code == 0 else _last_value(old, JOB_LAST_SUCCESS)
-    tags = labels(project=project, job=script)
+    tags = labels(project=project, script=script)
     lines = [
         "# HELP djangoops_job_last_run_timestamp_seconds When the job last finished.",
         "# TYPE djangoops_job_last_run_timestamp_seconds gauge",

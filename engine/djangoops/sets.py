@@ -337,6 +337,12 @@ def free_kb(directory):
     return st.f_bavail * st.f_frsize // 1024
 
 
+def disk_bytes(directory):
+    """(free, size) of DIRECTORY's file system in bytes, free as df's Available."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
 def check_free_space(directory, project, min_free_mb, with_media=True):
     """Refuse a backup (Failure NO_SPACE) when DIRECTORY has less free space than
     space_needed_kb; else return the Space found."""

@@ -139,6 +139,11 @@ def test_a_snapshot_backup_is_published_whole_and_latest_moved(cmd, engine):
     assert cmd.metric("backup_size_bytes") == "21"
     assert cmd.metric("backup_rows") == "2"
     assert int(cmd.metric("backup_published_timestamp_seconds")) > 0
+    free, size = os.statvfs(cmd.backups).f_bavail, os.statvfs(cmd.backups).f_blocks
+    frsize = os.statvfs(cmd.backups).f_frsize
+    # The room of db_backups/'s file system after the run (others write to it meanwhile: close, not equal).
+    assert abs(int(cmd.metric("backup_disk_free_bytes")) - free * frsize) < 64 << 20
+    assert int(cmd.metric("backup_disk_size_bytes")) == size * frsize
     assert partials(cmd.backups) == []
 
 

@@ -83,9 +83,9 @@ def test_a_started_run_ends_with_its_last_line_metrics_and_ping(project, pings):
     assert log_lines(project) == ["INFO  finished in 1 min 12 s (72.3 s)"]
     assert pings == [(URL, "start"), (URL, "0")]
     text = open(metrics_file(project)).read()
-    assert 'djangoops_job_exit_code{project="shop",job="backup_db"} 0' in text
-    assert 'djangoops_job_duration_seconds{project="shop",job="backup_db"} 72.3' in text
-    assert 'djangoops_backup_size_bytes{project="shop",job="backup_db"} 1234' in text
+    assert 'djangoops_job_exit_code{project="shop",script="backup_db"} 0' in text
+    assert 'djangoops_job_duration_seconds{project="shop",script="backup_db"} 72.3' in text
+    assert 'djangoops_backup_size_bytes{project="shop",script="backup_db"} 1234' in text
     assert ctx.runner.closed
     assert not os.path.exists(ctx.run_dir)
 
@@ -96,7 +96,7 @@ def test_a_failed_run_says_its_code_and_pings_it(project, pings):
     assert ctx.finish(Exit.DUMP_FAILED) == 7
     assert log_lines(project) == ["ERROR failed with exit code 7 after 0 min 3 s (3.0 s)"]
     assert pings[-1] == (URL, "7")
-    assert 'djangoops_job_exit_code{project="shop",job="backup_db"} 7' in open(metrics_file(project)).read()
+    assert 'djangoops_job_exit_code{project="shop",script="backup_db"} 7' in open(metrics_file(project)).read()
 
 
 def test_a_run_that_never_started_writes_no_last_line_metrics_or_ping(project, pings):

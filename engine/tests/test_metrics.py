@@ -15,7 +15,7 @@ if str(ENGINE) not in sys.path:
 
 from djangoops import metrics  # noqa: E402
 
-L = '{project="shop",job="backup_db"}'
+L = '{project="shop",script="backup_db"}'
 R = '{project="shop",repository="nas"}'
 
 
@@ -130,7 +130,7 @@ def test_default_clock(tmp_path):
 def test_label_values_are_escaped(tmp_path):
     metrics.write_job_metrics(tmp_path, 'we"ird\\na\nme', "job", 0, 0, now=5)
     text = (tmp_path / 'djangoops_we"ird\\na\nme_job.prom').read_text()
-    assert 'djangoops_job_exit_code{project="we\\"ird\\\\na\\nme",job="job"} 0\n' in text
+    assert 'djangoops_job_exit_code{project="we\\"ird\\\\na\\nme",script="job"} 0\n' in text
 
 
 def test_labels_and_values():

@@ -1,5 +1,8 @@
-"""Filters that turn a cron schedule ("0 2 * * *", "@daily") into systemd
-OnCalendar= expressions, so one schedule variable drives both backends.
+"""Filters of cron schedules ("0 2 * * *", "@daily"): cron_to_calendar turns
+one into systemd OnCalendar= expressions, so one schedule variable drives both
+backends; cron_longest_gap gives the longest time between two of its runs, for
+the alert rules. Their documentation is in cron_to_calendar.yml and
+cron_longest_gap.yml beside this file.
 
 cron fires when the minute, hour and month match and either the day of month
 or the day of week matches (when both are restricted); systemd's calendar
@@ -7,34 +10,10 @@ events are conjunctions, so that case becomes two expressions, which a timer
 takes as two OnCalendar= lines.
 """
 
+import datetime
+import itertools
+
 from ansible.errors import AnsibleFilterError
-
-DOCUMENTATION = r"""
-name: cron_to_calendar
-short_description: A cron schedule as systemd OnCalendar= expressions
-description:
-  - Takes a five-field cron schedule or one of @hourly, @daily, @midnight, @weekly, @monthly,
-    @yearly and @annually, and returns the list of systemd calendar expressions that fire at the
-    same times (one, or two when both day fields are restricted).
-  - Raises an error naming the schedule and the field for anything cron would not accept.
-options:
-  _input:
-    description: The cron schedule.
-    type: str
-    required: true
-"""
-
-EXAMPLES = r"""
-on_calendar: "{{ '30 3 * * 0' | djangoops.maintenance.cron_to_calendar }}"
-# => ['Sun *-*-* 03:30:00']
-"""
-
-RETURN = r"""
-_value:
-  description: systemd calendar expressions.
-  type: list
-  elements: str
-"""
 
 MACROS = {
     "@hourly": "0 * * * *",
@@ -129,7 +108,9 @@ def _weekdays(values):
     return ",".join(parts)
 
 
-def cron_to_calendar(schedule):
+def _parse(schedule):
+    """SCHEDULE as (minutes, hours, days, months, weekdays, day_restricted,
+    weekday_restricted): the sets each field matches (Sunday 0, never 7)."""
     if not isinstance(schedule, str):
         raise AnsibleFilterError(f"a cron schedule must be a string, got {schedule!r}")
     text = " ".join(schedule.split())
@@ -152,7 +133,11 @@ def cron_to_calendar(schedule):
         weekdays = (weekdays - {7}) | {0}
     day_restricted = not fields[2].startswith("*")
     weekday_restricted = not fields[4].startswith("*")
+    return minutes, hours, days, months, weekdays, day_restricted, weekday_restricted
 
+
+def cron_to_calendar(schedule):
+    minutes, hours, days, months, weekdays, day_restricted, weekday_restricted = _parse(schedule)
     hour = "*" if hours == set(range(24)) else _numbers(hours, 2)
     minute = "*" if minutes == set(range(60)) else _numbers(minutes, 2)
     time = f"{hour}:{minute}:00"
@@ -172,6 +157,41 @@ def cron_to_calendar(schedule):
     return [expression(None, None)]
 
 
+# Years whose days cron_longest_gap walks: 28 years repeat the Gregorian
+# calendar's weekdays and leap days (2100, not a leap year, lies beyond).
+GAP_FIRST_YEAR = 2001
+GAP_YEARS = 28
+
+
+def cron_longest_gap(schedule):
+    """The longest time, in seconds, between two runs of SCHEDULE: how old its
+    job's last success may be before a run was missed. cron's rule for the two
+    day fields (either matches when both are restricted) applies."""
+    minutes, hours, days, months, weekdays, day_restricted, weekday_restricted = _parse(schedule)
+    times = sorted(h * 3600 + m * 60 for h in hours for m in minutes)
+    longest = max((b - a for a, b in itertools.pairwise(times)), default=0)
+    day = datetime.date(GAP_FIRST_YEAR, 1, 1)
+    end = datetime.date(GAP_FIRST_YEAR + GAP_YEARS, 1, 1)
+    previous = None
+    while day < end:
+        if day.month in months:
+            by_day = day.day in days
+            by_weekday = day.isoweekday() % 7 in weekdays
+            if day_restricted and weekday_restricted:
+                runs = by_day or by_weekday
+            else:
+                runs = by_day and by_weekday
+            if runs:
+                if previous is not None:
+                    gap = (day - previous).days * 86400 + times[0] - times[-1]
+                    longest = max(longest, gap)
+                previous = day
+        day += datetime.timedelta(days=1)
+    if previous is None:
+        raise AnsibleFilterError(f"cron schedule '{schedule}' never runs")
+    return longest
+
+
 class FilterModule:
     def filters(self):
-        return {"cron_to_calendar": cron_to_calendar}
+        return {"cron_to_calendar": cron_to_calendar, "cron_longest_gap": cron_longest_gap}

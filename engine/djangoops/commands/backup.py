@@ -55,6 +55,10 @@ def main(context, args):
     context.log.info(f"latest -> {name}")
     if database.rotation == "gfs":
         prune(context, database, ("daily", "weekly", "monthly"))
+    # The room left once this run's retention is done, which the alert rules
+    # compare with the size of the next backup.
+    free, size = sets.disk_bytes(context.project.backups_dir)
+    context.extra_metrics.update({"backup_disk_free_bytes": free, "backup_disk_size_bytes": size})
     # Off-site last: the local set is published whatever happens there. The push
     # holds the off-site lock, not the backups one, so that a restore or a verify
     # never waits for a slow repository.

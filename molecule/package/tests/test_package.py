@@ -118,6 +118,8 @@ def test_tarball_holds_the_collection_and_nothing_else(tarball):
         "README.md",
         "LICENSE",
         "requirements.yml",
+        # The alert rules, for operators to load or copy (the README's "Alerts").
+        "templates/prometheus/djangoops.rules.yml",
     ):
         assert wanted in names, wanted
     for unwanted in (

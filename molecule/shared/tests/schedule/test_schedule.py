@@ -3,6 +3,7 @@ a run does (tests marked for one backend are skipped on the other); the team's
 own crontab, which no run of the role may change."""
 
 import os
+import re
 import subprocess
 import time
 
@@ -117,7 +118,25 @@ def test_a_failing_job_exits_12_and_says_why(host, run_job):
     assert any("the command failed with exit code 3" in line for line in lines), lines
     assert "/ping/broken/12" in pings_since(host, started)
     metrics = host.file("/var/lib/djangoops-metrics/djangoops_shop_broken.prom").content_string
-    assert 'djangoops_job_exit_code{project="shop",job="broken"} 12' in metrics
+    assert 'djangoops_job_exit_code{project="shop",script="broken"} 12' in metrics
+
+
+def test_the_schedule_tells_the_alert_rules_how_long_each_job_may_go_without_a_success(host):
+    schedule = host.file("/var/lib/djangoops-metrics/djangoops_shop.schedule.prom")
+    assert (schedule.user, schedule.group, schedule.mode) == ("root", "root", 0o644)
+    samples = {}
+    for line in schedule.content_string.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.fullmatch(r'djangoops_job_expected_interval_seconds\{project="shop",script="([^"]+)"\} (\d+)', line)
+        assert match, line
+        samples[match.group(1)] = int(match.group(2))
+    # The longest gap of each job's schedule: every minute, daily, and @yearly across a leap year.
+    assert samples["probe"] == samples["probe-fail"] == 60
+    assert samples["broken"] == 86400
+    assert samples["sandbox-probe"] == 366 * 86400
+    assert {"clear_sessions", "backup_db", "verify_db"} <= set(samples)
+    assert "retired" not in samples  # no longer scheduled
 
 
 @only("cron")

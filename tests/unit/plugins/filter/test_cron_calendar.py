@@ -2,8 +2,13 @@
 
 Each schedule's next firings are computed twice: by a small cron matcher written
 from crontab(5), and by `systemd-analyze calendar` on the expressions the filter
-returns. They must agree."""
+returns. They must agree.
 
+cron_longest_gap: the longest time between two firings, as the same matcher finds
+it minute by minute over two weeks of firings, and for the schedules with gaps of
+months or years, as the calendar says."""
+
+import itertools
 import os
 import shutil
 import subprocess
@@ -15,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "plugins/filter"))
 from ansible.errors import AnsibleFilterError
-from cron_calendar import cron_to_calendar
+from cron_calendar import cron_longest_gap, cron_to_calendar
 
 ITERATIONS = 12
 
@@ -152,3 +157,48 @@ def test_bad_schedules_are_named(schedule, message):
         cron_to_calendar(schedule)
     with pytest.raises(AnsibleFilterError, match=schedule.split()[0].replace("*", r"\*")):
         cron_to_calendar(schedule)
+
+
+# --- cron_longest_gap --------------------------------------------------------------------
+
+DAY = 86400
+
+
+@pytest.mark.parametrize(
+    ("schedule", "fires_in_two_weeks"),
+    [
+        ("0 2 * * *", 14),
+        ("*/15 * * * *", 200),
+        ("5 */6 * * 1-5", 41),
+        ("30 3 * * 0", 3),
+        ("0 4 1 * mon", 4),
+        ("7-9 1 * * *", 30),
+        ("*/15 9-17 * * 1-5", 400),
+        ("@weekly", 3),
+    ],
+)
+def test_the_longest_gap_is_the_longest_time_between_two_firings(schedule, fires_in_two_weeks):
+    # From a Monday, so that every gap of the week comes up (the schedule's own
+    # pattern repeats within two weeks, or within a month for "0 4 1 * mon").
+    firings = cron_next(schedule, datetime(2026, 12, 7, tzinfo=UTC), fires_in_two_weeks)
+    longest = max((b - a).total_seconds() for a, b in itertools.pairwise(firings))
+    assert cron_longest_gap(schedule) == longest
+
+
+@pytest.mark.parametrize(
+    ("schedule", "seconds"),
+    [
+        ("@monthly", 31 * DAY),
+        ("0 0 31 * *", 61 * DAY),  # Mar 31 to May 31
+        ("0 4 1,15 * *", 17 * DAY),  # the 15th of a 31-day month to the 1st of the next
+        ("0 0 29 2 *", 4 * 365 * DAY + DAY),  # leap day to leap day
+        ("0 12 * * 0,7", 7 * DAY),
+    ],
+)
+def test_the_longest_gap_of_monthly_and_yearly_schedules(schedule, seconds):
+    assert cron_longest_gap(schedule) == seconds
+
+
+def test_a_schedule_that_never_fires_is_named():
+    with pytest.raises(AnsibleFilterError, match="cron schedule '0 0 30 2 \\*' never runs"):
+        cron_longest_gap("0 0 30 2 *")
