@@ -235,6 +235,16 @@ def held_locks(monkeypatch):
         item.release()
 
 
+def restic_on_path(bin_dir, monkeypatch):
+    """restic "installed" in BIN_DIR, first on PATH (shutil.which finds it; the
+    FakeRunner answers its calls); returns BIN_DIR."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "restic").write_text("#!/bin/sh\nexit 99\n")
+    (bin_dir / "restic").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    return bin_dir
+
+
 @pytest.fixture
 def cmd(tmp_path, monkeypatch, held_locks):
     """A CommandEnv; health-check pings recorded in .pings, never sent."""
@@ -244,13 +254,7 @@ def cmd(tmp_path, monkeypatch, held_locks):
         env.pings.append((url, what))
 
     monkeypatch.setattr(context.healthcheck, "ping", ping)
-    # restic "installed" (shutil.which finds it); the FakeRunner answers its calls.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "restic").write_text("#!/bin/sh\nexit 99\n")
-    (bin_dir / "restic").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-    env.bin_dir = bin_dir
+    env.bin_dir = restic_on_path(tmp_path / "bin", monkeypatch)
     monkeypatch.delenv("QUIET", raising=False)
     monkeypatch.delenv("DJANGOOPS_STDERR", raising=False)
     return env

@@ -21,6 +21,7 @@ import pytest
 from command_helpers import (
     arrivals_of,
     arrivals_rule,
+    restic_on_path,
     restic_restores,
     restic_rule,
     restic_snapshots,
@@ -1370,16 +1371,11 @@ class Remote:
         listing = restic_snapshots((OLDER, manifest.sha256_of(str(elsewhere / OLDER))))
         env.runner.on(restic_rule("nas", "snapshots"), stdout=listing)
         env.runner.on(arrivals_rule, stdout=arrivals_of(listing))
-        self.restore = env.runner.on(restic_rule("nas", "restore"), effect=self._restore)
+        env.runner.on(restic_rule("nas", "restore"), effect=self._restore)
         self.write_files = restic_restores(set_files(str(elsewhere), OLDER))
         self.lock_held = []
         self.env = env
-        # restic "installed" (shutil.which finds it); the FakeRunner answers its calls.
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir(exist_ok=True)
-        (bin_dir / "restic").write_text("#!/bin/sh\nexit 99\n")
-        (bin_dir / "restic").chmod(0o755)
-        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        restic_on_path(tmp_path / "bin", monkeypatch)
 
     def _restore(self, call):
         probe = Lock(os.path.join(self.env.backups, ".lock"), 0)
