@@ -4,6 +4,7 @@ the engine's floor, side by side on one server container. Run by tools/bench and
 the molecule/bench scenario; it needs only the standard library (matplotlib for the PNG).
 
     bench.py measure ENGINE CONTAINER --size-mb N --rounds R --json OUT
+                     [--previous CONTAINER --previous-ref REF]
     bench.py site INVENTORY --json OUT          (ansible-playbook site.yml twice)
     bench.py report JSON... --markdown OUT [--png OUT] [--check]
 
@@ -13,6 +14,12 @@ django-dbbackup's, in an order that rotates from round to round, and checks afte
 every restore that each table has the rows it had (the session rows, which the
 backups leave out, are put back afterwards so that every backup sees the same
 database).
+
+With `--previous`, a second container holding an earlier version of the project's
+scripts (tools/bench --previous REF installs it from this repository's history) is
+measured in the same rounds: its backup and restore run in the rotation like any
+other method, on its own copy of the same generated database, so that the two
+versions compare round by round.
 """
 
 import argparse
@@ -44,8 +51,9 @@ LABELS = {
     "dbbackup": "django-dbbackup 5.4.0 (--compress)",
     "floor": "floor (dump → /dev/null)",
     "zstd": "dump piped to zstd at the project's level, no checks",
+    "previous": "project scripts, previous version",
 }
-RESTORED = ["seed", "project", "dbbackup"]
+RESTORED = ["seed", "project", "dbbackup", "previous"]
 # django-dbbackup as its documentation runs it (`dbbackup --compress`, `dbrestore
 # --uncompress`), with django-admin from its virtualenv (bench/playbooks/prepare.yml).
 DBBACKUP = f"DJANGO_SETTINGS_MODULE=dbbackup_settings PYTHONPATH={IN_CONTAINER} {HOME}/dbbackup/env/bin/django-admin"
@@ -55,6 +63,17 @@ FLOOR = {
     "postgresql": "pg_dump --format=custom --compress=0 shop",
     "mysql": "mariadb-dump --single-transaction --quick --routines --triggers --hex-blob shop",
 }
+
+
+def methods_of(run):
+    """The methods a run measured: every one, and the previous version only when it ran."""
+    return [m for m in [*METHODS, "previous"] if m != "previous" or run["results"].get("previous")]
+
+
+def label(run, method):
+    if method == "previous":
+        return f"{LABELS[method]} ({run['previous_ref']})"
+    return LABELS[method]
 
 
 def floor_command(engine):
@@ -313,6 +332,17 @@ def measure(args):
     server = Server(args.engine, args.container)
     load_before = os.getloadavg()
     expected, gen_s = generate(server, args.size_mb)
+    methods, targets = list(METHODS), {m: (server, m, expected) for m in METHODS}
+    if args.previous:
+        # The earlier version backs up and restores its own copy of the same data; it runs
+        # the project's commands, so on that server it is the "project" method.
+        previous = Server(args.engine, args.previous)
+        previous_rows, _s = generate(previous, args.size_mb)
+        if previous_rows != expected:
+            raise RuntimeError(f"the two servers' databases differ: {expected} against {previous_rows}")
+        previous.run(f"rm -rf {HOME}/db_backups/shop_* {HOME}/db_backups/latest")
+        methods.append("previous")
+        targets["previous"] = (previous, "project", previous_rows)
     # The floor's MariaDB dump needs the password without a command line.
     if args.engine == "mysql":
         server.run(
@@ -322,32 +352,34 @@ def measure(args):
         )
     raw = int(server.run(f"cd {HOME} && {floor_command(args.engine)} | wc -c", user="shop").stdout.strip())
     server.run(f"rm -rf {HOME}/seed_backups {HOME}/db_backups/shop_* {HOME}/db_backups/latest")
-    results = {m: {"backup": [], "restore": []} for m in METHODS}
+    results = {m: {"backup": [], "restore": []} for m in methods}
     lookups = []
     restored_ok = []
     loads = []
     sequence = []  # (round, phase, method) in the order they ran
     for r in range(args.rounds):
-        order = METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]
+        order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for method in order:
             loads.append(os.getloadavg()[0])
-            res = backup(server, method)
+            on, as_method, _rows = targets[method]
+            res = backup(on, as_method)
             sequence.append([r, "backup", method])
             results[method]["backup"].append(res)
             log(f"{args.engine} round {r + 1}: {method} backup {res['wall_s']:.1f} s, cpu {res['cpu_s']:.1f} s")
         for method in [m for m in order if m in RESTORED]:
             loads.append(os.getloadavg()[0])
-            mark(server)
-            res = restore(server, method)
+            on, as_method, rows = targets[method]
+            mark(on)
+            res = restore(on, as_method)
             sequence.append([r, "restore", method])
-            after = server.row_counts()
-            res["rows_match"] = all(after.get(t) == n for t, n in expected.items() if t != "django_session")
+            after = on.row_counts()
+            res["rows_match"] = all(after.get(t) == n for t, n in rows.items() if t != "django_session")
             restored_ok.append(res["rows_match"])
             results[method]["restore"].append(res)
             log(f"{args.engine} round {r + 1}: {method} restore {res['wall_s']:.1f} s, rows match {res['rows_match']}")
             if not res["rows_match"]:
-                log(f"expected {expected}, found {after}")
-            reset_sessions(server)
+                log(f"expected {rows}, found {after}")
+            reset_sessions(on)
         lookups.append(credential_lookup(server))
     out = {
         "engine": args.engine,
@@ -366,6 +398,7 @@ def measure(args):
         "load_during": loads,
         "results": results,
         "restores_ok": all(restored_ok) and bool(restored_ok),
+        "previous_ref": args.previous_ref if args.previous else None,
         "credential_lookup_s": [project for project, _seed in lookups],
         "seed_django_startup_s": [seed for _project, seed in lookups],
     }
@@ -522,6 +555,15 @@ def summarize(run):
             col("project", "restore", "wall_s"), col("dbbackup", "restore", "wall_s")
         ),
     }
+    if "previous" in methods_of(run):
+        for what, phase, key in (
+            ("backup time", "backup", "wall_s"),
+            ("backup CPU", "backup", "cpu_s"),
+            ("restore time", "restore", "wall_s"),
+            ("restore load phase", "restore", "load_s"),
+            ("restore safety backup", "restore", "safety_s"),
+        ):
+            ratios[f"{what}, project/previous"] = paired(col("project", phase, key), col("previous", phase, key))
     return col, ratios
 
 
@@ -532,7 +574,12 @@ TARGETS = [
     ("restore time, project/seed", 0.7, "restore at most 0.7x the seed's time"),
     ("backup time, project/django-dbbackup", 1.0, "backup ahead of django-dbbackup"),
     ("restore time, project/django-dbbackup", 1.0, "restore ahead of django-dbbackup"),
+    ("backup time, project/previous", 1.05, "backup no more than 5 % slower than the previous version"),
+    ("restore time, project/previous", 1.05, "restore no more than 5 % slower than the previous version"),
 ]
+# Ratios that are absent when the log lines they come from are (not a failure of the run).
+OPTIONAL_RATIOS = ("restore load phase, project/seed", "restore load phase, project/previous",
+                   "restore safety backup, project/previous")  # fmt: skip
 
 
 def report(args):
@@ -551,17 +598,17 @@ def report(args):
     problems = []
     for run in runs:
         col, ratios = summarize(run)
-        for method in METHODS:
+        for method in methods_of(run):
             sizes = [s / 2**20 if s is not None else None for s in col(method, "backup", "size_bytes")]
             if method == "floor":
                 sizes = [run["raw_dump_bytes"] / 2**20]
             restore = spread(col(method, "restore", "wall_s"), "{:.1f}") if method in RESTORED else "—"
-            if method == "project" and any(col(method, "restore", "load_s")):
+            if method in ("project", "previous") and any(col(method, "restore", "load_s")):
                 restore += f"; load phase {spread(col(method, 'restore', 'load_s'), '{:.1f}')}"
-            if method == "project" and any(col(method, "restore", "safety_s")):
+            if method in ("project", "previous") and any(col(method, "restore", "safety_s")):
                 restore += f"; safety backup {spread(col(method, 'restore', 'safety_s'), '{:.1f}')}"
             lines.append(
-                f"| {run['engine']} | {LABELS[method]} | {spread(col(method, 'backup', 'wall_s'), '{:.1f}')} | "
+                f"| {run['engine']} | {label(run, method)} | {spread(col(method, 'backup', 'wall_s'), '{:.1f}')} | "
                 f"{spread(col(method, 'backup', 'cpu_s'), '{:.1f}')} | "
                 f"{spread(col(method, 'backup', 'rss_mib'), '{:.0f}')} | "
                 f"{spread(sizes, '{:.1f}')}{' (uncompressed)' if method == 'floor' else ''} | {restore} |"
@@ -570,7 +617,7 @@ def report(args):
                 problems.append(f"{run['engine']}: no {method} backup measured")
         targets = {name: (limit, text) for name, limit, text in TARGETS}
         for name, values in ratios.items():
-            if not values and name != "restore load phase, project/seed":
+            if not values and name not in OPTIONAL_RATIOS:
                 problems.append(f"{run['engine']}: ratio '{name}' is not a number")
             limit, text = targets.get(name, (None, ""))
             met = "—" if limit is None else ("yes" if values and statistics.median(values) <= limit else "**no**")
@@ -620,8 +667,19 @@ def report(args):
             f"deleted before each restore); error lines printed by the restores: "
             f"seed {sum(r.get('output_errors', 0) for r in run['results']['seed']['restore'])}, "
             f"project {sum(r.get('output_errors', 0) for r in run['results']['project']['restore'])}, "
-            f"django-dbbackup {sum(r.get('output_errors', 0) for r in run['results']['dbbackup']['restore'])}."
+            f"django-dbbackup {sum(r.get('output_errors', 0) for r in run['results']['dbbackup']['restore'])}"
+            + (
+                f", previous version {sum(r.get('output_errors', 0) for r in run['results']['previous']['restore'])}"
+                if "previous" in methods_of(run)
+                else ""
+            )
+            + "."
         )
+        if "previous" in methods_of(run):
+            out.append(
+                f"  The previous version ({run['previous_ref']}) ran in a second container from the same image, "
+                "on its own copy of the same generated database, in the same rounds as the others."
+            )
     out += ["", *lines, "", "Ratios and targets (lower is better):", "", *ratio_lines, ""]
     if offsite_runs:
         out += offsite_report(offsite_runs, problems)
@@ -708,12 +766,14 @@ def chart(runs, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 5.0), squeeze=False)
-    colors = {"seed": "#b0b0b0", "project": "#2b7bba", "dbbackup": "#e08a3c", "floor": "#6ab04c", "zstd": "#9ccf7f"}
-    width = 0.16
+    colors = {"seed": "#b0b0b0", "project": "#2b7bba", "dbbackup": "#e08a3c", "floor": "#6ab04c", "zstd": "#9ccf7f",
+              "previous": "#8fb8de"}  # fmt: skip
     for ax, run in zip(axes[0], runs, strict=False):
         col, _ratios = summarize(run)
         groups = ["backup", "restore"]
-        for i, method in enumerate(METHODS):
+        methods = methods_of(run)
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
             meds, errs = [], [[], []]
             for phase in groups:
                 vals = [v for v in col(method, phase, "wall_s") if v is not None]
@@ -721,8 +781,8 @@ def chart(runs, path):
                 meds.append(m)
                 errs[0].append(m - min(vals) if vals else 0)
                 errs[1].append(max(vals) - m if vals else 0)
-            xs = [g + (i - (len(METHODS) - 1) / 2) * width for g in range(len(groups))]
-            ax.bar(xs, meds, width, yerr=errs, capsize=3, color=colors[method], label=LABELS[method])
+            xs = [g + (i - (len(methods) - 1) / 2) * width for g in range(len(groups))]
+            ax.bar(xs, meds, width, yerr=errs, capsize=3, color=colors[method], label=label(run, method))
             if method == "project":
                 loads = [v for v in col(method, "restore", "load_s") if v is not None]
                 if loads:
@@ -753,6 +813,8 @@ def main():
     m.add_argument("--size-mb", type=float, default=500)
     m.add_argument("--rounds", type=int, default=3)
     m.add_argument("--json", required=True)
+    m.add_argument("--previous", metavar="CONTAINER", help="a container with an earlier version of the scripts")
+    m.add_argument("--previous-ref", default="previous", help="that version, as the report names it")
     o = sub.add_parser("offsite")
     o.add_argument("engine", choices=["postgresql", "mysql"])
     o.add_argument("container")
