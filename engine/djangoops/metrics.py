@@ -141,6 +141,59 @@ def write_offsite_metrics(metrics_dir, project, repo, ok, pushed_bytes, seconds,
     return _replace(path, lines)
 
 
+SAMPLE = re.compile(r"(djangoops_[a-zA-Z0-9_:]*)\{([^}]*)\} (\S+)")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def recorded(metrics_dir, project):
+    """What the files in METRICS_DIR last recorded for PROJECT, for a report:
+    {"jobs": {script: {metric: value}}, "expected": {script: seconds},
+    "offsite": {repository: {metric: value}}}, each metric without its
+    djangoops_job_ / djangoops_offsite_ prefix (a backup's own figures under
+    its script, as djangoops_<name> wrote them: backup_size_bytes...). Every
+    djangoops_*.prom file is read (the schedule role writes one too) and only
+    the samples whose `project` label is PROJECT are kept, so that projects
+    whose names share a prefix never read each other's. A file that cannot be
+    read or a line that is not a sample is left out; no METRICS_DIR, nothing."""
+    out = {"jobs": {}, "expected": {}, "offsite": {}}
+    if not metrics_dir:
+        return out
+    try:
+        names = sorted(os.listdir(metrics_dir))
+    except OSError:
+        return out
+    for name in names:
+        if not (name.startswith("djangoops_") and name.endswith(".prom")):
+            continue
+        for line in _read_lines(os.path.join(metrics_dir, name)):
+            sample = SAMPLE.fullmatch(line.strip())
+            if not sample:
+                continue
+            metric, label_text, value = sample.groups()
+            tags = {key: _unescape(text) for key, text in LABEL.findall(label_text)}
+            if tags.get("project") != project:
+                continue
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if not math.isfinite(number):
+                continue
+            number = int(number) if number.is_integer() else number
+            if metric == "djangoops_job_expected_interval_seconds" and "script" in tags:
+                out["expected"][tags["script"]] = number
+            elif metric.startswith("djangoops_offsite_") and "repository" in tags:
+                out["offsite"].setdefault(tags["repository"], {})[metric.removeprefix("djangoops_offsite_")] = number
+            elif "script" in tags:
+                short = metric.removeprefix(JOB_PREFIX).removeprefix("djangoops_")
+                out["jobs"].setdefault(tags["script"], {})[short] = number
+    return out
+
+
+def _unescape(text):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
+
+
 def _file_part(name):
     # A name is part of a file name in the metrics directory: a slash would
     # write elsewhere. The names come from validated settings and the code, so

@@ -4,6 +4,7 @@ column and the sets held off-site only, and the exit codes: 8 for a local set
 that is missing its checksum file or fails it, 14 for a repository that cannot
 be read when nothing local is wrong."""
 
+import json
 import os
 import time
 
@@ -227,3 +228,78 @@ def test_quiet_and_help(cmd, capsys):
     code, lines = run(cmd, capsys, "--help")
     assert (code, lines) == (Exit.OK, [listing.USAGE])
     assert run(cmd, capsys, "extra")[0] == Exit.USAGE
+
+
+# --- --json: what a report reads ---------------------------------------------------------------------
+
+
+def as_json(cmd, capsys, *args):
+    code, lines = run(cmd, capsys, "--json", *args)
+    return code, json.loads("\n".join(lines))
+
+
+def test_json_has_every_set_the_room_left_and_what_the_metrics_recorded(cmd, offsite, capsys, monkeypatch):
+    cmd.metrics_dir.mkdir(exist_ok=True)
+    (cmd.metrics_dir / f"djangoops_{PROJECT}.schedule.prom").write_text(
+        f'djangoops_job_expected_interval_seconds{{project="{PROJECT}",script="backup_db"}} 86400\n'
+    )
+    monkeypatch.setattr(listing.sets, "disk_bytes", lambda directory: (5 * 2**30, 20 * 2**30))
+    monkeypatch.setattr(listing.time, "time", lambda: 1765300000.5)
+    code, document = as_json(cmd, capsys)
+    assert code == Exit.BAD_BACKUP  # as the table: B and C, locally
+    assert document == {
+        "project": PROJECT,
+        "engine": "postgresql",
+        "now": 1765300000,
+        "sets": [
+            {"name": A, "latest": True, "taken": 1765245600, "size_bytes": 1536, "kind": "daily",
+             "checksum": "ok", "offsite": ["nas", "vault"]},
+            {"name": B, "latest": False, "taken": 1765159200, "size_bytes": 10240, "kind": "weekly",
+             "checksum": "MISMATCH", "offsite": ["vault"]},
+            {"name": C, "latest": False, "taken": 1764554400, "size_bytes": 0, "kind": "monthly",
+             "checksum": "missing", "offsite": None},
+        ],
+        "offsite_only": [{"name": GONE, "kind": "monthly", "offsite": ["nas"]}],
+        "offsite_repositories": ["nas", "vault"],
+        "offsite_unreadable": [],
+        "disk": {"free_bytes": 5 * 2**30, "size_bytes": 20 * 2**30},
+        "recorded": {"jobs": {}, "expected": {"backup_db": 86400}, "offsite": {}},
+    }  # fmt: skip
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(document["sets"][0]["taken"])) == "2025-12-09 02:00:00"
+
+
+def test_json_of_a_weekday_file_an_odd_stamp_and_no_set_held_off_site(cmd, capsys):
+    odd = f"{PROJECT}_20251340T020000Z_daily.pgdump.zst"  # a stamp that is not a time: its modification time
+    make_set(cmd.backups, WEEKDAY, b"w", latest=True)
+    make_set(cmd.backups, odd, b"o")
+    for name, when in ((WEEKDAY, 1764813845), (odd, 1764813000)):
+        os.utime(cmd.backups / name, (when, when))
+    cmd.write_offsite(repositories=["nas"])
+    cmd.fake.on(restic_rule("nas", "snapshots"), stdout=b"[]")
+    code, document = as_json(cmd, capsys)
+    assert code == Exit.OK
+    assert {row["name"]: (row["taken"], row["offsite"]) for row in document["sets"]} == {
+        WEEKDAY: (1764813845, []),
+        odd: (1764813000, []),
+    }
+
+
+def test_json_with_an_unreadable_repository_names_it_and_exits_14(cmd, capsys):
+    sha = make_set(cmd.backups, A, b"a", latest=True)
+    cmd.write_offsite(repositories=["nas", "vault"])
+    cmd.fake.on(restic_rule("nas", "snapshots"), stdout=restic_snapshots((A, sha)))
+    cmd.fake.on(restic_rule("vault", "snapshots"), fail=1, stderr="Fatal: unable to open config file")
+    code, document = as_json(cmd, capsys)
+    assert code == Exit.OFFSITE_FAILED
+    assert document["offsite_unreadable"] == ["vault"]
+    assert document["sets"][0]["offsite"] == ["nas"]
+
+
+def test_json_local_reads_no_repository_and_an_empty_directory_has_no_sets(cmd, capsys):
+    cmd.write_offsite(repositories=["nas"])
+    code, document = as_json(cmd, capsys, "--local")
+    assert code == Exit.OK
+    assert cmd.fake.calls == []
+    assert document["sets"] == [] and document["offsite_only"] == []
+    assert document["offsite_repositories"] == []
+    assert document["disk"]["size_bytes"] > 0

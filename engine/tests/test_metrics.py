@@ -197,3 +197,76 @@ def test_offsite_first_failure_and_warning(tmp_path):
     assert read(tmp_path / "djangoops_shop_offsite_nas.prom") == offsite_lines(0, 7, 0, 0, "0.0", 4)
     warning = metrics.write_offsite_metrics(tmp_path / "gone", "shop", "nas", 1, 0, 0, 0)
     assert warning.startswith(f"could not write metrics to {tmp_path}/gone/djangoops_shop_offsite_nas.prom")
+
+
+# --- what a report reads back --------------------------------------------------------------------
+
+
+def test_recorded_reads_back_what_the_writers_wrote_for_this_project_only(tmp_path):
+    metrics.write_job_metrics(tmp_path, "shop", "backup_db", 0, 1, {"backup_size_bytes": 2048}, now=1000)
+    metrics.write_job_metrics(tmp_path, "shop", "verify_db", 10, 2.5, None, now=2000)
+    metrics.write_offsite_metrics(tmp_path, "shop", "nas", False, 0, 1.5, 2, now=3000)
+    # Another project whose name starts like this one's, and the schedule role's file.
+    metrics.write_job_metrics(tmp_path, "shop_2", "backup_db", 5, 1, now=4000)
+    (tmp_path / "djangoops_shop.schedule.prom").write_text(
+        "# TYPE djangoops_job_expected_interval_seconds gauge\n"
+        'djangoops_job_expected_interval_seconds{project="shop",script="backup_db"} 86400\n'
+        'djangoops_job_expected_interval_seconds{project="shop_2",script="backup_db"} 60\n'
+    )
+    assert metrics.recorded(str(tmp_path), "shop") == {
+        "jobs": {
+            "backup_db": {
+                "last_run_timestamp_seconds": 1000,
+                "last_success_timestamp_seconds": 1000,
+                "exit_code": 0,
+                "duration_seconds": 1,
+                "backup_size_bytes": 2048,
+            },
+            "verify_db": {
+                "last_run_timestamp_seconds": 2000,
+                "last_success_timestamp_seconds": 0,
+                "exit_code": 10,
+                "duration_seconds": 2.5,
+            },
+        },
+        "expected": {"backup_db": 86400},
+        "offsite": {
+            "nas": {
+                "last_success_timestamp_seconds": 0,
+                "last_attempt_timestamp_seconds": 3000,
+                "success": 0,
+                "pushed_bytes": 0,
+                "push_duration_seconds": 1.5,
+                "sets_missing": 2,
+            }
+        },
+    }
+    assert metrics.recorded(str(tmp_path), "shop_2")["jobs"]["backup_db"]["exit_code"] == 5
+    assert metrics.recorded(str(tmp_path), "shop_2")["expected"] == {"backup_db": 60}
+
+
+def test_recorded_leaves_out_what_is_not_a_sample_of_its_own(tmp_path):
+    (tmp_path / "djangoops_shop_edited.prom").write_text(
+        "not a sample\n"
+        'djangoops_job_exit_code{project="shop",script="a"} many\n'
+        'djangoops_job_exit_code{project="shop",script="b"} NaN\n'
+        'djangoops_job_exit_code{project="shop",script="c"} +Inf\n'
+        'djangoops_job_exit_code{project="shop"} 1\n'
+        'djangoops_job_exit_code{project="sh\\"op",script="d"} 1\n'
+        'node_load1{project="shop",script="e"} 1\n'
+        'djangoops_job_exit_code{project="shop",script="f\\\\g"} 3\n'
+    )
+    (tmp_path / "other.prom").write_text('djangoops_job_exit_code{project="shop",script="h"} 1\n')
+    (tmp_path / "djangoops_unreadable.prom").mkdir()
+    assert metrics.recorded(str(tmp_path), "shop") == {
+        "jobs": {"f\\g": {"exit_code": 3}},
+        "expected": {},
+        "offsite": {},
+    }
+    assert metrics.recorded(str(tmp_path), 'sh"op')["jobs"] == {"d": {"exit_code": 1}}
+
+
+def test_recorded_without_a_directory_is_empty(tmp_path):
+    empty = {"jobs": {}, "expected": {}, "offsite": {}}
+    assert metrics.recorded("", "shop") == empty
+    assert metrics.recorded(str(tmp_path / "gone"), "shop") == empty

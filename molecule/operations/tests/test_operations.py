@@ -147,6 +147,53 @@ def test_verify_passes_everywhere_then_names_the_host_that_fails(host, mariadb):
     assert f"{PG_HOST}: exit 0" in out and f"{MARIADB_HOST}: exit 8" in out, out
 
 
+def report(tmp_path, *extra):
+    out = tmp_path / "report.json"
+    rc, text = playbook("report.yml", "-e", f"report_json={out}", *extra)
+    return rc, text, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_report_names_the_stale_and_the_unreachable_server_and_fails(host, mariadb, tmp_path):
+    """Three servers: the two sites, the MariaDB one held to a one-second allowance (its newest
+    backup, minutes old, is then stale), and a third that nothing answers for."""
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text(json.dumps({"django": {"hosts": {
+        "operations-gone": {"ansible_host": "127.0.0.1", "ansible_port": 9, "ansible_user": "root"},
+        MARIADB_HOST: {"report_backup_max_age": 1},
+    }}}))  # fmt: skip
+    rc, out, data = report(tmp_path, "-i", str(fleet))
+    assert rc != 0, out
+    assert data["ok"] is False
+    assert data["stale"] == [MARIADB_HOST] and data["unreachable"] == ["operations-gone"], data
+    assert data["failing"] == data["error"] == []
+    rows = {row["host"]: row for row in data["hosts"]}
+    assert list(rows) == [PG_HOST, MARIADB_HOST, "operations-gone"]
+    newest = mariadb.run(f"readlink {BACKUPS}/latest").stdout.strip()
+    assert rows[MARIADB_HOST]["newest"]["name"] == newest
+    assert rows[MARIADB_HOST]["problems"][0].startswith("newest good backup ")
+    assert rows[MARIADB_HOST]["problems"][0].endswith(" old (allowed 1s)")
+    assert rows["operations-gone"]["problems"][0].startswith("unreachable: ")
+    assert f"stale: {MARIADB_HOST}; unreachable: operations-gone" in out, out
+    # The table names both, with the state in its last column.
+    lines = [line.strip().strip('",') for line in out.splitlines()]
+    assert any(line.startswith(MARIADB_HOST) and line.endswith("STALE") for line in lines), out
+    assert any(line.startswith("operations-gone") and line.endswith("UNREACHABLE") for line in lines), out
+
+
+def test_report_passes_when_every_server_is_fresh(host, mariadb, tmp_path):
+    rc, out, data = report(tmp_path)
+    assert rc == 0, out
+    assert data["ok"] is True and [row["host"] for row in data["hosts"]] == [PG_HOST, MARIADB_HOST]
+    for row, server in zip(data["hosts"], (host, mariadb), strict=True):
+        assert row["state"] == "ok", row
+        assert row["newest"]["name"] == server.run(f"readlink {BACKUPS}/latest").stdout.strip()
+        assert row["newest"]["size_bytes"] == int(server.run(f"stat -Lc %s {BACKUPS}/latest").stdout)
+        # verify.yml above took a test restore on each; the schedule allows a backup a day.
+        assert 0 <= row["test_restore_age_seconds"] < 3600
+        assert row["backup_max_age_seconds"] == 86400 + 3600
+        assert row["disk"]["free_bytes"] > 0
+
+
 # The blog: one more inventory entry for the PostgreSQL server (reached as the
 # scenario reaches it).
 BLOG = {
