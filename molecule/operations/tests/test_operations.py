@@ -174,8 +174,9 @@ def test_report_names_the_stale_and_the_unreachable_server_and_fails(host, maria
     assert rows[MARIADB_HOST]["problems"][0].endswith(" old (allowed 1s)")
     assert rows["operations-gone"]["problems"][0].startswith("unreachable: ")
     assert f"stale: {MARIADB_HOST}; unreachable: operations-gone" in out, out
-    # The table names both, with the state in its last column.
-    lines = [line.strip().strip('",') for line in out.splitlines()]
+    # The table names both, with the state in its last column (the debug output's lines as
+    # YAML or JSON list items).
+    lines = [line.strip().removeprefix("- ").strip("'\",") for line in out.splitlines()]
     assert any(line.startswith(MARIADB_HOST) and line.endswith("STALE") for line in lines), out
     assert any(line.startswith("operations-gone") and line.endswith("UNREACHABLE") for line in lines), out
 
