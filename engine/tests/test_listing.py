@@ -303,3 +303,10 @@ def test_json_local_reads_no_repository_and_an_empty_directory_has_no_sets(cmd, 
     assert document["sets"] == [] and document["offsite_only"] == []
     assert document["offsite_repositories"] == []
     assert document["disk"]["size_bytes"] > 0
+
+
+def test_json_without_a_backups_directory_has_no_room_to_report(cmd, capsys):
+    cmd.backups.rmdir()
+    code, document = as_json(cmd, capsys, "--local")
+    assert code == Exit.OK
+    assert document["sets"] == [] and document["disk"] == {"free_bytes": None, "size_bytes": None}

@@ -71,13 +71,36 @@ def _document(stdout):
         document = json.loads(stdout or "")
     except (TypeError, ValueError):
         return None
-    return document if isinstance(document, dict) and isinstance(document.get("now"), int) else None
+    if not isinstance(document, dict) or not _number(document.get("now")):
+        return None
+    return document
+
+
+def _number(value):
+    """VALUE when it is a number (not a boolean), else None."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _sets(document):
+    """The document's sets that carry what the report reads; ValueError for one that does not."""
+    out = []
+    for entry in document.get("sets") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ValueError(f"a set that is not described: {entry!r}")
+        if _number(entry.get("taken")) is None or _number(entry.get("size_bytes")) is None:
+            raise ValueError(f"set {entry['name']} has no time or size")
+        out.append(entry)
+    return out
+
+
+def _mapping(value):
+    return value if isinstance(value, dict) else {}
 
 
 def _judge(host, entry):
     """One row of the report for HOST."""
     row = {"host": host, "problems": [], "warnings": []}
-    if entry is None:
+    if entry is None or entry == {}:  # no entry: report.yml gives {} for a host it stopped on
         row.update(state="error", problems=["the play stopped on this host before its listing (see above)"])
         return row
     if not isinstance(entry, dict):
@@ -98,20 +121,34 @@ def _judge(host, entry):
             problems=[f"list_db_backups.sh --json failed (exit {rc})" + (f": {detail[-1]}" if detail else "")],
         )
         return row
-    limits = entry.get("limits") or {}
-    now = document["now"]
-    recorded = document.get("recorded") or {}
-    jobs, expected = recorded.get("jobs") or {}, recorded.get("expected") or {}
+    try:
+        return _judge_listing(row, document, _mapping(entry.get("limits")), host)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # A document that is not what list_db_backups.sh writes: this server only.
+        row.update(state="error", problems=[f"the listing could not be read: {exc}"], warnings=[])
+        return row
+
+
+def _judge_listing(row, document, limits, host):
+    now = _number(document["now"])
+    recorded = _mapping(document.get("recorded"))
+    jobs, expected = _mapping(recorded.get("jobs")), _mapping(recorded.get("expected"))
+    pushes = _mapping(recorded.get("offsite"))
     row.update(project=document.get("project"), engine=document.get("engine"))
     problems, warnings = row["problems"], row["warnings"]
     stale = False
 
-    backup_limit = _limit(limits.get("backup_max_age"), expected.get("backup_db"), BACKUP_FALLBACK,
-                          "report_backup_max_age", host)  # fmt: skip
-    good = [
-        s for s in document.get("sets") or [] if s.get("checksum") in ("ok", "unchecked") and s.get("kind") != "safety"
-    ]
+    def limit_of(script, override, fallback, what):
+        return _limit(override, _number(expected.get(script)), fallback, what, host)
+
+    def last_success(job):
+        return _number(_mapping(job).get("last_success_timestamp_seconds")) or None
+
+    # The newest good set: its checksum file there and matching; safety sets do not count.
+    sets = _sets(document)
+    good = [s for s in sets if s.get("checksum") in ("ok", "unchecked") and s.get("kind") != "safety"]
     newest = max(good, key=lambda s: s["taken"], default=None)
+    backup_limit = limit_of("backup_db", limits.get("backup_max_age"), BACKUP_FALLBACK, "report_backup_max_age")
     row["newest"] = newest and {k: newest[k] for k in ("name", "taken", "size_bytes")}
     row["backup_age_seconds"] = None if newest is None else now - newest["taken"]
     row["backup_max_age_seconds"] = backup_limit
@@ -123,43 +160,58 @@ def _judge(host, entry):
             f"newest good backup {duration(row['backup_age_seconds'])} old (allowed {duration(backup_limit)})"
         )
         stale = True
-    bad = [s["name"] for s in document.get("sets") or [] if s.get("checksum") in ("missing", "MISMATCH")]
+    bad = [s["name"] for s in sets if s.get("checksum") in ("missing", "MISMATCH")]
     if bad:
         problems.append(f"checksum missing or not matching: {', '.join(bad)}")
-    backup_job = jobs.get("backup_db") or {}
-    if backup_job.get("exit_code"):
-        problems.append(f"last backup_db.sh exited {backup_job['exit_code']}")
 
-    verify = jobs.get("verify_db") or {}
-    verify_limit = _limit(limits.get("verify_max_age"), expected.get("verify_db"), VERIFY_FALLBACK,
-                          "report_verify_max_age", host)  # fmt: skip
-    verified = verify.get("last_success_timestamp_seconds") or None
+    # The jobs, as DjangoopsJobFailed and DjangoopsJobStale see them: a backup's failure
+    # always, a scheduled job's failure, and a scheduled job (not the backup, judged by its
+    # sets above) whose last success is older than its schedule allows.
+    for script in sorted(jobs):
+        job = _mapping(jobs[script])
+        code = _number(job.get("exit_code"))
+        scheduled = _number(expected.get(script)) is not None
+        if code and (scheduled or script == "backup_db"):
+            problems.append(f"last {script}.sh exited {code:g}")
+        if scheduled and script not in ("backup_db", "verify_db"):
+            allowed = _number(expected[script]) + GRACE
+            succeeded = last_success(job)
+            if succeeded is not None and now - succeeded > allowed:
+                problems.append(f"{script}.sh has not succeeded for {duration(now - succeeded)} "
+                                f"(allowed {duration(allowed)})")  # fmt: skip
+
+    verify = _mapping(jobs.get("verify_db"))
+    verify_limit = limit_of("verify_db", limits.get("verify_max_age"), VERIFY_FALLBACK, "report_verify_max_age")
+    verified = last_success(verify)
     row["test_restore_age_seconds"] = None if verified is None else now - verified
     row["test_restore_max_age_seconds"] = verify_limit
-    if verify.get("exit_code"):
-        problems.append(f"last verify_db.sh exited {verify['exit_code']}")
+    if verify and "verify_db" not in expected and _number(verify.get("exit_code")):
+        problems.append(f"last verify_db.sh exited {verify['exit_code']:g}")
     if verify and (verified is None or now - verified > verify_limit):
         problems.append(
             "no good test restore"
             + ("" if verified is None else f" for {duration(now - verified)} (allowed {duration(verify_limit)})")
         )
     elif not verify:
-        warnings.append("no test restore recorded" + ("" if recorded.get("jobs") else " (no metrics)"))
+        warnings.append("no test restore recorded" + ("" if jobs else " (no metrics)"))
 
+    # Off-site: each repository holds the newest good set, or has had a push that worked
+    # recently enough (DjangoopsOffsiteBehind's threshold: what a backup may wait).
     row["offsite"] = {}
+    unreadable = document.get("offsite_unreadable") or []
     for repo in document.get("offsite_repositories") or []:
-        pushed = (recorded.get("offsite") or {}).get(repo) or {}
-        holds = sum(1 for s in good if repo in (s.get("offsite") or []))
-        last = pushed.get("last_success_timestamp_seconds") or None
-        row["offsite"][repo] = {
-            "holds_good_sets": holds,
-            "newest_good_held": bool(newest) and repo in (newest.get("offsite") or []),
+        pushed = _mapping(pushes.get(repo))
+        last = last_success(pushed)
+        state = {
+            "holds_good_sets": sum(1 for s in good if repo in (s.get("offsite") or [])),
+            "newest_good_held": newest is not None and repo in (newest.get("offsite") or []),
             "last_success_age_seconds": None if last is None else now - last,
-            "unreadable": repo in (document.get("offsite_unreadable") or []),
+            "unreadable": repo in unreadable,
         }
-        if row["offsite"][repo]["unreadable"]:
+        row["offsite"][repo] = state
+        if state["unreadable"]:
             problems.append(f"off-site {repo} could not be read")
-        elif newest is not None and not row["offsite"][repo]["newest_good_held"]:
+        elif newest is not None and not state["newest_good_held"]:
             if last is None or now - last > backup_limit:
                 problems.append(f"off-site {repo} lacks the newest good backup")
             else:
@@ -167,13 +219,15 @@ def _judge(host, entry):
         if pushed.get("success") == 0 and pushed.get("last_attempt_timestamp_seconds"):
             warnings.append(f"last push to {repo} failed")
 
-    disk = document.get("disk") or {}
-    row["disk"] = {"free_bytes": disk.get("free_bytes"), "size_bytes": disk.get("size_bytes")}
-    if newest is not None and disk.get("free_bytes") is not None:
-        if disk["free_bytes"] < 1.5 * newest["size_bytes"]:
-            problems.append(f"no room for the next backup ({size(disk['free_bytes'])} free)")
-        elif disk["free_bytes"] < 3 * newest["size_bytes"]:
-            warnings.append(f"room for two more backups at most ({size(disk['free_bytes'])} free)")
+    # Room for the next backup, as DjangoopsBackupDiskFull and DjangoopsBackupDiskFilling see it.
+    disk = _mapping(document.get("disk"))
+    free = _number(disk.get("free_bytes"))
+    row["disk"] = {"free_bytes": free, "size_bytes": _number(disk.get("size_bytes"))}
+    if newest is not None and free is not None:
+        if free < 1.5 * newest["size_bytes"]:
+            problems.append(f"no room for the next backup ({size(free)} free)")
+        elif free < 3 * newest["size_bytes"]:
+            warnings.append(f"room for two more backups at most ({size(free)} free)")
 
     row["state"] = "stale" if stale else "failing" if problems else "warning" if warnings else "ok"
     return row
@@ -197,6 +251,10 @@ def backup_report(hosts):
 COLUMNS = ("HOST", "PROJECT", "NEWEST GOOD BACKUP", "AGE", "SIZE", "TEST RESTORE", "OFF-SITE", "DISK FREE", "STATE")
 
 
+def _offsite_word(state):
+    return "unreadable" if state["unreadable"] else "ok" if state["newest_good_held"] else "behind"
+
+
 def backup_report_table(report):
     """The report as lines of text: a header, one line per host, then what is
     wrong on each host that has something wrong."""
@@ -215,8 +273,7 @@ def backup_report_table(report):
                 duration(row.get("backup_age_seconds")),
                 size(newest.get("size_bytes")),
                 duration(row.get("test_restore_age_seconds")),
-                ", ".join(f"{repo} {'ok' if o['newest_good_held'] else 'behind'}" for repo, o in offsite.items())
-                or "-",
+                ", ".join(f"{repo} {_offsite_word(o)}" for repo, o in offsite.items()) or "-",
                 size(disk.get("free_bytes")),
                 row["state"].upper() if row["state"] != "ok" else "ok",
             )

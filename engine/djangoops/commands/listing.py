@@ -82,7 +82,10 @@ def main(context, args):
         for set_id in sorted(where, reverse=True)
     ]  # fmt: skip
     if options.json:
-        free, size = sets.disk_bytes(directory)
+        try:
+            free, size = sets.disk_bytes(directory)
+        except OSError:
+            free = size = None  # no db_backups/ yet: no sets either, which says enough
         document = {
             "project": project,
             "engine": database.engine,

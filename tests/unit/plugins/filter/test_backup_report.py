@@ -70,6 +70,7 @@ def test_a_fresh_server_is_ok_with_its_figures():
     ("age", "expected", "stale"),
     [
         (DAY + HOUR - 1, DAY, False),
+        (DAY + HOUR, DAY, False),  # older than allowed, as the rule's `>`
         (DAY + HOUR + 1, DAY, True),
         (26 * HOUR - 1, None, False),  # no schedule recorded: 26 hours
         (26 * HOUR + 1, None, True),
@@ -173,7 +174,7 @@ def test_off_site_state():
                                      "last_success_age_seconds": 2 * HOUR, "unreadable": False}  # fmt: skip
     assert row["offsite"]["vault"]["unreadable"] is True
     lines = backup_report_table(report)
-    assert "nas ok, s3 behind, tape behind, vault behind" in lines[1]
+    assert "nas ok, s3 behind, tape behind, vault unreadable" in lines[1]
 
 
 def test_disk_room_against_the_newest_set():
@@ -193,18 +194,25 @@ def test_unreachable_and_unreadable_servers_are_named_and_fail_the_report():
             "web4": {"rc": 0, "stdout": "not json"},
             "web5": None,
             "web6": {"rc": "8", "stdout": '{"now": "soon"}'},
+            "web7": {},
+            "web8": {"rc": 0, "stdout": '{"now": true}'},
         }
     )
     assert report["ok"] is False
-    assert report["unreachable"] == ["web2"] and report["error"] == ["web3", "web4", "web5", "web6"]
-    assert [r["host"] for r in report["hosts"]] == ["web1", "web2", "web3", "web4", "web5", "web6"]
+    assert report["unreachable"] == ["web2"]
+    assert report["error"] == ["web3", "web4", "web5", "web6", "web7", "web8"]
+    assert [r["host"] for r in report["hosts"]] == ["web1", "web2", "web3", "web4", "web5", "web6", "web7", "web8"]
     rows = {r["host"]: r for r in report["hosts"]}
     assert rows["web2"]["problems"] == ["unreachable: Failed to connect to the host via ssh: timed out"]
     assert rows["web3"]["problems"] == [
         "list_db_backups.sh --json failed (exit 3): list_db_backups: project.json is missing"
     ]
     assert rows["web4"]["problems"] == ["list_db_backups.sh --json failed (exit 0)"]
-    assert rows["web5"]["problems"] == ["the play stopped on this host before its listing (see above)"]
+    assert (
+        rows["web5"]["problems"]
+        == rows["web7"]["problems"]
+        == ["the play stopped on this host before its listing (see above)"]
+    )
     lines = backup_report_table(report)
     assert lines[0].split() == ["HOST", "PROJECT", "NEWEST", "GOOD", "BACKUP", "AGE", "SIZE", "TEST", "RESTORE",
                                 "OFF-SITE", "DISK", "FREE", "STATE"]  # fmt: skip
@@ -243,3 +251,64 @@ def test_durations(seconds, text):
 )  # fmt: skip
 def test_sizes(value, text):
     assert size(value) == text
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda d: d["sets"][0].update(taken=None), f"set {NEWEST} has no time or size"),
+        (lambda d: d["sets"][0].pop("size_bytes"), f"set {NEWEST} has no time or size"),
+        (lambda d: d["sets"][0].update(size_bytes=True), f"set {NEWEST} has no time or size"),
+        (lambda d: d["sets"].append(None), "a set that is not described: None"),
+        (lambda d: d["sets"].append({"taken": 1}), "a set that is not described: {'taken': 1}"),
+        (lambda d: d.update(sets={"a": 1}), "a set that is not described: 'a'"),
+    ],
+)
+def test_a_listing_that_is_not_what_the_command_writes_fails_that_server_only(change, reason):
+    document = json.loads(listing()["stdout"])
+    change(document)
+    report = backup_report({"web1": {"rc": 0, "stdout": json.dumps(document)}, "web2": listing()})
+    rows = {r["host"]: r for r in report["hosts"]}
+    assert rows["web1"]["state"] == "error" and rows["web1"]["problems"] == [f"the listing could not be read: {reason}"]
+    assert rows["web2"]["state"] == "ok" and report["error"] == ["web1"]
+
+
+def test_figures_of_the_wrong_type_are_left_out_not_fatal():
+    recorded = {
+        "jobs": {"backup_db": {"exit_code": "4", "last_success_timestamp_seconds": "soon"},
+                 "verify_db": {"exit_code": 0, "last_success_timestamp_seconds": "soon"}},
+        "expected": {"backup_db": "daily", "verify_db": None},
+        "offsite": "none",
+    }  # fmt: skip
+    document = json.loads(listing(recorded=recorded, disk={"free_bytes": None, "size_bytes": "big"})["stdout"])
+    _report, row = one({"rc": 0, "stdout": json.dumps(document)})
+    assert row["state"] == "failing"
+    assert row["backup_max_age_seconds"] == 26 * HOUR  # no usable schedule: the fallback
+    assert row["problems"] == ["no good test restore"]  # its last success is not a time
+    assert row["disk"] == {"free_bytes": None, "size_bytes": None}
+
+
+def test_every_scheduled_job_counts_as_the_rules_count_it():
+    recorded = {
+        "jobs": {
+            "backup_db": {"exit_code": 0, "last_success_timestamp_seconds": NOW - HOUR},
+            "verify_db": {"exit_code": 0, "last_success_timestamp_seconds": NOW - DAY},
+            "check_offsite": {"exit_code": 14, "last_success_timestamp_seconds": NOW - 2 * HOUR},
+            "clear_sessions": {"exit_code": 0, "last_success_timestamp_seconds": NOW - 3 * DAY},
+            "by_hand": {"exit_code": 3, "last_success_timestamp_seconds": NOW - 90 * DAY},
+            "fresh": {"exit_code": 0, "last_success_timestamp_seconds": NOW - DAY - HOUR},
+        },
+        "expected": {"backup_db": DAY, "verify_db": 7 * DAY, "check_offsite": DAY, "clear_sessions": DAY,
+                     "fresh": DAY},
+        "offsite": {},
+    }  # fmt: skip
+    _report, row = one(listing(recorded=recorded))
+    assert row["state"] == "failing"
+    # A job run by hand (not scheduled) is not judged; one exactly at its allowance is not late.
+    assert row["problems"] == [
+        "last check_offsite.sh exited 14",
+        "clear_sessions.sh has not succeeded for 3d (allowed 1d 1h)",
+    ]
+    recorded["jobs"]["verify_db"]["exit_code"] = 10
+    _report, row = one(listing(recorded=recorded))
+    assert "last verify_db.sh exited 10" in row["problems"]
