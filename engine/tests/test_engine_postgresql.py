@@ -813,6 +813,52 @@ def test_analyze_is_bounded_and_a_failure_is_a_warning(engine, fake, log):
     assert log.text("INFO").count("analyzed") == 1
 
 
+def test_an_analyze_beside_the_count_runs_in_a_session_of_its_own(engine, fake, log):
+    handle = engine.start_analyze(NEW)
+    (session,) = fake.sessions
+    assert session.text == "ANALYZE;\n" and session.call.env["PGDATABASE"] == NEW
+    assert "lock_timeout=7s" in session.call.env["PGOPTIONS"]
+    assert not session.ended  # it runs on while the restore counts the rows
+    assert f'gathering planner statistics for "{NEW}" (ANALYZE), beside the row count' in log.text("INFO")
+    engine.finish_analyze(handle)
+    assert session.closed
+    assert re.search(rf'analyzed "{NEW}" in \d+\.\d s', log.text("INFO"))
+    engine.stop_analyze(handle)  # after the end: nothing left to stop
+    assert not session.killed
+
+
+def test_an_analyze_beside_the_count_that_fails_or_times_out_is_a_warning(engine, fake, log):
+    fake.on("psql", fail=2, stderr="ERROR:  canceling statement due to lock timeout")
+    engine.finish_analyze(engine.start_analyze(NEW))
+    assert f'ANALYZE of "{NEW}" failed: ERROR:  canceling statement due to lock timeout; the restored' in (
+        log.text("WARN")
+    )
+    fake.rules.clear()
+    fake.on("psql", timeout=True)
+    engine.finish_analyze(engine.start_analyze(NEW))
+    assert log.text("WARN").count("failed") == 2
+    assert "analyzed" not in log.text("INFO")
+
+
+def test_an_analyze_that_cannot_start_is_a_warning_and_nothing_to_wait_for(engine, fake, log):
+    def refuse(text):
+        raise CommandFailed("psql", ["psql"], 2, "psql: error: connection refused")
+
+    fake.on("psql", reply=refuse)
+    assert engine.start_analyze(NEW) is None
+    (session,) = fake.sessions
+    assert session.killed
+    assert f'ANALYZE of "{NEW}" failed: psql: error: connection refused; the restored' in log.text("WARN")
+    engine.finish_analyze(None)
+    engine.stop_analyze(None)
+
+
+def test_a_restore_that_stops_stops_its_analyze(engine, fake):
+    handle = engine.start_analyze(NEW)
+    engine.stop_analyze(handle)
+    assert fake.sessions[0].killed
+
+
 def test_analyze_interrupted(engine, fake):
     fake.on("psql", interrupt=signal.SIGINT)
     with pytest.raises(Interrupted):

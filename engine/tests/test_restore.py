@@ -153,6 +153,16 @@ class FakeEngine(Engine):
     def analyze(self, database):
         self._call("analyze", database)
 
+    def start_analyze(self, database):
+        self._call("start_analyze", database)
+        return ("analyzing", database)
+
+    def finish_analyze(self, handle):
+        self._call("finish_analyze", handle)
+
+    def stop_analyze(self, handle):
+        self._call("stop_analyze", handle)
+
     def swap(self, live, new, aside, manifest=None):
         self._call("swap", live, new, aside)
         self.databases -= {live, new}
@@ -674,7 +684,8 @@ LOADING_FAILURES = {
     "check_movable": _failing("check_movable", Exit.RESTORE_FAILED, "the dump holds 2 views"),
     "properties_fail": _failing("properties", Exit.DB_UNAVAILABLE, "no answer"),
     "apply_properties_fails": _failing("apply_properties", Exit.DB_UNAVAILABLE, "GRANT failed"),
-    "analyze_fails": _failing("analyze", Exit.DB_UNAVAILABLE, "ANALYZE timed out", "ANALYZE"),
+    "start_analyze_fails": _failing("start_analyze", Exit.DB_UNAVAILABLE, "ANALYZE could not start", "ANALYZE"),
+    "finish_analyze_fails": _failing("finish_analyze", Exit.DB_UNAVAILABLE, "ANALYZE timed out", "ANALYZE"),
 }
 
 
@@ -712,6 +723,32 @@ def test_a_failure_while_loading_drops_the_work_database_only(env, monkeypatch, 
     assert_live_untouched(env)
 
 
+def test_the_analyze_runs_beside_the_row_count_and_ends_before_the_swap(env):
+    assert env.run("--yes") == Exit.OK
+    names = env.engine.names()
+    order = ["load", "start_analyze", "count_rows", "properties", "apply_properties", "finish_analyze", "swap"]
+    assert [n for n in names if n in order] == order
+    assert env.engine.args_of("finish_analyze") == [(("analyzing", WORK),)]
+    assert "stop_analyze" not in names
+
+
+@pytest.mark.parametrize(
+    "case", ["count_rows_fails", "mismatch", "check_movable", "properties_fail", "apply_properties_fails",
+             "finish_analyze_fails"]
+)  # fmt: skip
+def test_a_failure_after_the_analyze_began_stops_it_before_the_work_database_is_dropped(env, monkeypatch, case):
+    _run_failing(env, monkeypatch, LOADING_FAILURES[case])
+    names = env.engine.names()
+    assert env.engine.args_of("stop_analyze") == [(("analyzing", WORK),)]
+    assert names.index("stop_analyze") < len(names) - 1 - names[::-1].index("drop_database")
+    assert "swap" not in names
+
+
+def test_a_failure_before_the_analyze_began_has_none_to_stop(env, monkeypatch):
+    _run_failing(env, monkeypatch, LOADING_FAILURES["load_fails"])
+    assert "start_analyze" not in env.engine.names() and "stop_analyze" not in env.engine.names()
+
+
 def test_a_mismatch_logs_each_difference(env):
     env.engine.counts = {"public.orders": 3, "public.users": 1, "public.extra": 0}
     assert env.run("--yes") == Exit.RESTORE_FAILED
@@ -732,9 +769,11 @@ def test_a_failed_row_count_is_never_read_as_a_mismatch(env):
 
 
 def test_a_failed_drop_of_the_work_database_is_a_warning(env):
-    env.engine.fail["analyze"] = Failure(Exit.DB_UNAVAILABLE, "ANALYZE failed")
+    env.engine.fail["finish_analyze"] = Failure(Exit.DB_UNAVAILABLE, "ANALYZE failed")
     env.engine.fail["drop_database"] = lambda name: (
-        CommandFailed("psql", ["psql"], 2, "server closed the connection") if env.engine.args_of("analyze") else None
+        CommandFailed("psql", ["psql"], 2, "server closed the connection")
+        if env.engine.args_of("finish_analyze")
+        else None
     )
     assert env.run("--yes") == Exit.DB_UNAVAILABLE
     assert any(

@@ -5,9 +5,10 @@ machine that reads in order in this one file.
               space, the media unpacked beside MEDIA_ROOT. Undo: nothing was
               created; the work files go.
     LOADING   the set loaded into a work database no client of the site knows,
-              compared with its manifest, its per-database settings, grants
-              and connection limit carried over, ANALYZEd. Undo: drop the work
-              database; the live one is unchanged.
+              compared with its manifest (ANALYZE runs beside the count where
+              the engine can), its per-database settings, grants and
+              connection limit carried over. Undo: stop the ANALYZE, drop the
+              work database; the live one is unchanged.
     SWAPPING  in one short step the live database is set aside and the work
               one takes its name. Undo: find out which side of the swap the
               server is on (never assume it), and say so; drop only what is
@@ -82,6 +83,7 @@ class Restore:
         self.media_new = ""  # the unpacked media tree, until it is swapped in
         self.media_old = ""
         self.safety = ""
+        self.analyzing = None  # the ANALYZE begun beside the row count, until it ends
 
     def enter(self, state, meaning):
         """Move to STATE, saying in the log what it means for the live database."""
@@ -93,6 +95,8 @@ class Restore:
     def undo(self):
         if self.state == DONE:
             return
+        if self.analyzing is not None:  # begun beside the row count, not yet ended
+            self.engine.stop_analyze(self.analyzing)
         self.engine_stop()
         if self.state == CHECKING:
             self.log.error(f'database "{self.live}" is unchanged: the restore stopped before it created anything')
@@ -114,6 +118,9 @@ class Restore:
                 f'database "{self.live}" holds the restored backup; what it held before was not saved as a safety '
                 f"backup and stays in database {self.aside} (drop it once you no longer need it)"
             )
+
+    def start_analyze(self):
+        self.analyzing = self.engine.start_analyze(self.work)
 
     def engine_stop(self):
         try:
@@ -189,7 +196,9 @@ class Restore:
 
         self.enter(LOADING, f'loading {name} into {self.work}; database "{self.live}" serves on, unchanged')
         suffix = f'; database "{self.live}" is unchanged'
-        summary = verify.load_checked(context, engine, path, checked.manifest, self.work, suffix, staged)
+        summary = verify.load_checked(
+            context, engine, path, checked.manifest, self.work, suffix, staged, after_load=self.start_analyze
+        )
         if summary is None:
             raise Failure(
                 Exit.RESTORE_FAILED,
@@ -200,7 +209,8 @@ class Restore:
         engine.check_movable(self.work)
         if self.had_live:
             engine.apply_properties(engine.properties(self.live), self.work)
-        engine.analyze(self.work)
+        engine.finish_analyze(self.analyzing)
+        self.analyzing = None
 
         self.enter(SWAPPING, f'database "{self.live}" is set aside and {self.work} takes its name, in one step')
         if self.had_live:

@@ -112,13 +112,14 @@ def stage(context, engine, path):
     return staged
 
 
-def load_checked(context, engine, backup, checked_manifest, database, suffix, staged=None):
+def load_checked(context, engine, backup, checked_manifest, database, suffix, staged=None, after_load=None):
     """DATABASE (one of the scripts' own: the restore's work database, the
     verify's scratch one) made afresh from BACKUP, stopping at the first error,
     then its tables and row counts compared with the manifest. Returns the
     comparison's summary, or None (the differences logged) when they differ.
     Any other failure raises, its message ending with SUFFIX (what it means
-    for the live database)."""
+    for the live database). AFTER_LOAD, if given, is called between the load
+    and the count (the restore starts its ANALYZE there)."""
     # The engine's messages say what failed; SUFFIX says what it means here.
     try:
         engine.drop_database(database)
@@ -126,6 +127,8 @@ def load_checked(context, engine, backup, checked_manifest, database, suffix, st
         engine.load(backup, database, staged)
     except Failure as failed:
         raise Failure(failed.code, f"{failed.message}{suffix}") from None
+    if after_load is not None:
+        after_load()
     actual = engine.count_rows(database)
     comparison = manifest.compare_counts(checked_manifest.tables, actual)
     if not comparison.ok:

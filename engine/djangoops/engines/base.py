@@ -209,6 +209,20 @@ class Engine:
         """Fresh planner statistics, so the site does not come back slow."""
         raise NotImplementedError
 
+    def start_analyze(self, database: str):
+        """Begin analyze(DATABASE) beside what the restore does next (the row
+        count); returns the handle finish_analyze() and stop_analyze() take.
+        An engine that cannot do both at once analyzes here and returns None."""
+        self.analyze(database)
+
+    def finish_analyze(self, handle) -> None:
+        """Wait for what start_analyze() began (bounded; a failure is a warning,
+        as for analyze())."""
+
+    def stop_analyze(self, handle) -> None:
+        """Stop what start_analyze() began, when the restore stops before it
+        ends; safe to repeat."""
+
     def swap(self, live: str, new: str, aside: str, manifest=None) -> None:
         """In one short step, LIVE becomes ASIDE and NEW becomes LIVE; no id is
         handed out twice. On failure nothing has changed (LIVE takes connections

@@ -26,6 +26,7 @@ import re
 import secrets
 import signal
 from time import monotonic, strftime
+from typing import NamedTuple
 
 from ..errors import Exit, Failure
 from ..manifest import TOC_ENTRY
@@ -233,6 +234,14 @@ def _row_count(text, code, message):
         return int(text)
     except ValueError:
         raise Failure(code, message) from None
+
+
+class Analyzing(NamedTuple):
+    """An ANALYZE running beside the restore (start_analyze)."""
+
+    database: str
+    session: object
+    started: float
 
 
 class PostgreSQL(Engine):
@@ -815,12 +824,45 @@ class PostgreSQL(Engine):
         try:
             self._run_sql("ANALYZE;\n", database=database, timeout=ANALYZE_TIMEOUT, stdout=DEVNULL)
         except CommandFailed as failed:
-            self.log.warn(
-                f'ANALYZE of "{database}" failed: {_why(failed)}; '
-                "the restored database has no planner statistics until autovacuum gathers them"
-            )
+            self._analyze_failed(database, failed)
             return
         self.log.info(f'analyzed "{database}" in {monotonic() - started:.1f} s')
+
+    def start_analyze(self, database: str):
+        """ANALYZE in a session of its own while the restore counts the rows
+        (two backends, two cores): the same statement, bound and outcome as
+        analyze(), the wait moved to finish_analyze()."""
+        self.log.info(f'gathering planner statistics for "{database}" (ANALYZE), beside the row count')
+        session = None
+        try:
+            session = self.runner.start(self.psql("-tA"), env=self.env(database), name="psql")
+            session.write("ANALYZE;\n")
+        except CommandFailed as failed:
+            if session is not None:
+                session.kill()
+            self._analyze_failed(database, failed)
+            return None
+        return Analyzing(database, session, monotonic())
+
+    def finish_analyze(self, handle) -> None:
+        if handle is None:
+            return
+        try:
+            handle.session.close(max(0.0, ANALYZE_TIMEOUT - (monotonic() - handle.started)))
+        except CommandFailed as failed:
+            self._analyze_failed(handle.database, failed)
+            return
+        self.log.info(f'analyzed "{handle.database}" in {monotonic() - handle.started:.1f} s')
+
+    def stop_analyze(self, handle) -> None:
+        if handle is not None:
+            handle.session.kill()
+
+    def _analyze_failed(self, database, failed):
+        self.log.warn(
+            f'ANALYZE of "{database}" failed: {_why(failed)}; '
+            "the restored database has no planner statistics until autovacuum gathers them"
+        )
 
     def swap(self, live: str, new: str, aside: str, manifest=None) -> None:
         """A session of our own on LIVE reads its sequences once nobody else
