@@ -5,6 +5,7 @@ counts only at the end of its input; its usage errors; a sink it cannot write
 fails it; and the script itself run as backup_db runs it (python -I), where
 nothing but its own package is importable."""
 
+import fcntl
 import io
 import json
 import os
@@ -176,3 +177,35 @@ def test_the_script_fails_as_a_stage_when_what_follows_it_is_gone(tmp_path):
     assert done.returncode != 0
     assert b"BrokenPipeError" in done.stderr
     assert not out.exists()
+
+
+def test_the_counter_widens_its_pipes_so_that_counting_overlaps_compressing(tmp_path):
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    assert fcntl.fcntl(out_write, fcntl.F_GETPIPE_SZ) < counter.PIPE_SIZE
+    os.write(in_write, MYSQL_DUMP)
+    os.close(in_write)
+    try:
+        with open(in_read, "rb", buffering=0) as source:
+            assert (
+                counter.main(["counter.py", "mysql", str(tmp_path / "counts.json")], source=source, sink=out_write) == 0
+            )
+            assert fcntl.fcntl(source.fileno(), fcntl.F_GETPIPE_SZ) == counter.PIPE_SIZE
+        assert fcntl.fcntl(out_write, fcntl.F_GETPIPE_SZ) == counter.PIPE_SIZE
+        assert os.read(out_read, 1 << 16) == MYSQL_DUMP
+    finally:
+        os.close(out_write)
+        os.close(out_read)
+
+
+def test_widening_leaves_what_is_not_a_pipe_alone(tmp_path, monkeypatch):
+    with open(tmp_path / "file", "wb") as f:
+        counter.widen(f.fileno())  # EBADF-like refusal for a file: no error
+    monkeypatch.delattr(fcntl, "F_SETPIPE_SZ")  # a system without it
+    read, write = os.pipe()
+    try:
+        counter.widen(write)
+        assert fcntl.fcntl(write, 1032) < counter.PIPE_SIZE  # 1032: F_GETPIPE_SZ, left as it was
+    finally:
+        os.close(read)
+        os.close(write)
