@@ -157,7 +157,9 @@ def test_the_site_playbook_by_fqcn_changes_nothing_after_it(host, playbook_runs)
     )
 
 
-@pytest.mark.parametrize("playbook", ["backup", "restore", "verify", "recover", "offsite_prune", "offsite_buckets"])
+@pytest.mark.parametrize(
+    "playbook", ["backup", "restore", "verify", "recover", "offsite_prune", "offsite_buckets", "report"]
+)
 def test_the_other_playbooks_load_by_fqcn(outside, installed, playbook):
     env = dict(CLEAN_ENV, ANSIBLE_COLLECTIONS_PATH=str(installed))
     out = run(["ansible-playbook", "--syntax-check", f"djangoops.maintenance.{playbook}"], cwd=outside, env=env)
