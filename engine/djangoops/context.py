@@ -58,6 +58,7 @@ class Context:
         )
         self.healthcheck_url = ""
         self.extra_metrics = {}
+        self.extra_metric_labels = {}  # labels of those figures beside project and script (the engine)
         self.run_dir = None
         self.runner = None
         self._exit_hooks = []
@@ -143,6 +144,7 @@ class Context:
                     int(code),
                     seconds,
                     self.extra_metrics or None,
+                    extra_labels=self.extra_metric_labels,
                 )
                 if warning:
                     self.log.warn(warning)

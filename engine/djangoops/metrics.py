@@ -63,10 +63,12 @@ def offsite_metrics_file(metrics_dir, project, repo):
     return os.path.join(metrics_dir, f"djangoops_{_file_part(project)}_offsite_{_file_part(repo)}.prom")
 
 
-def write_job_metrics(metrics_dir, project, script, code, duration, extra=None, now=None):
+def write_job_metrics(metrics_dir, project, script, code, duration, extra=None, now=None, extra_labels=None):
     """Write the job file of SCRIPT: when it last ran, last succeeded, its exit
     CODE, its DURATION (seconds), then EXTRA ({name: number}, each written as
-    djangoops_<name>) in the order given. Returns None, or a warning to log.
+    djangoops_<name>, with EXTRA_LABELS beside project and script: a backup's
+    figures carry its engine) in the order given. Returns None, or a warning
+    to log.
 
     The last success time comes from the previous file unless CODE is 0, so
     that a failing job's alert can say since when. A run with no EXTRA figures
@@ -99,7 +101,8 @@ def write_job_metrics(metrics_dir, project, script, code, duration, extra=None, 
         "# TYPE djangoops_job_duration_seconds gauge",
         f"djangoops_job_duration_seconds{tags} {format_seconds(duration)}",
     ]
-    lines += [f"djangoops_{name}{tags} {format_value(value)}" for name, value in extra.items()]
+    figure_tags = labels(project=project, script=script, **dict(extra_labels or {}))
+    lines += [f"djangoops_{name}{figure_tags} {format_value(value)}" for name, value in extra.items()]
     if not extra:
         lines += [line for line in old if line.startswith("djangoops_") and not line.startswith(JOB_PREFIX)]
     return _replace(path, lines)

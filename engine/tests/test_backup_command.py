@@ -138,6 +138,11 @@ def test_a_snapshot_backup_is_published_whole_and_latest_moved(cmd, engine):
     assert cmd.metric("job_exit_code") == "0"
     assert cmd.metric("backup_size_bytes") == "21"
     assert cmd.metric("backup_rows") == "2"
+    # The backup's figures name its engine; the job's series are every command's.
+    assert f'djangoops_backup_size_bytes{{project="{PROJECT}",script="backup_db",engine="postgresql"}} 21' in (
+        cmd.metrics().splitlines()
+    )
+    assert f'djangoops_job_exit_code{{project="{PROJECT}",script="backup_db"}} 0' in cmd.metrics().splitlines()
     assert int(cmd.metric("backup_published_timestamp_seconds")) > 0
     disk = os.statvfs(cmd.backups)
     # The room of db_backups/'s file system after the run (others write to it meanwhile: close, not equal).

@@ -270,3 +270,17 @@ def test_recorded_without_a_directory_is_empty(tmp_path):
     empty = {"jobs": {}, "expected": {}, "offsite": {}}
     assert metrics.recorded("", "shop") == empty
     assert metrics.recorded(str(tmp_path / "gone"), "shop") == empty
+
+
+def test_a_backups_figures_carry_its_engine_and_the_job_series_do_not(tmp_path):
+    metrics.write_job_metrics(
+        tmp_path, "shop", "backup_db", 0, 1, {"backup_size_bytes": 2048}, now=1000, extra_labels={"engine": "mysql"}
+    )
+    text = (tmp_path / "djangoops_shop_backup_db.prom").read_text()
+    assert 'djangoops_backup_size_bytes{project="shop",script="backup_db",engine="mysql"} 2048\n' in text
+    assert 'djangoops_job_exit_code{project="shop",script="backup_db"} 0\n' in text
+    # A failed run keeps those figures as they were, label and all.
+    metrics.write_job_metrics(tmp_path, "shop", "backup_db", 4, 1, None, now=2000, extra_labels={"engine": "mysql"})
+    text = (tmp_path / "djangoops_shop_backup_db.prom").read_text()
+    assert 'djangoops_backup_size_bytes{project="shop",script="backup_db",engine="mysql"} 2048\n' in text
+    assert metrics.recorded(str(tmp_path), "shop")["jobs"]["backup_db"]["backup_size_bytes"] == 2048

@@ -41,6 +41,8 @@ def engine_for(context, database):
     """The engine of DATABASE's server, connected as the values say (the
     credentials read from Django's settings when they come from there)."""
     engine_class = ENGINES[database.engine]
+    # A backup's figures (size, rows, room left) name the engine that wrote them.
+    context.extra_metric_labels["engine"] = database.engine
     context.open()
     connection = credentials.load(database, engine_class, context.runner, context.log, context.run_dir)
     engine = engine_class(context.runner, connection, database, context.log, context.run_dir, script=context.script)

@@ -68,7 +68,7 @@ def node_metrics(host):
     return result.stdout
 
 
-def test_node_exporter_reads_every_metrics_file_as_installed(host, monitored, run_job):
+def test_node_exporter_reads_every_metrics_file_as_installed(host, monitored, run_job, variables):
     # A backup and a test restore of this server's own, so that their files are there.
     assert run_job("backup_db") == 0, host.run(f"tail -n 20 {LOGS}/backup_db.log").stdout
     assert run_job("verify_db") == 0, host.run(f"tail -n 20 {LOGS}/verify_db.log").stdout
@@ -86,7 +86,10 @@ def test_node_exporter_reads_every_metrics_file_as_installed(host, monitored, ru
     assert re.search(r'^djangoops_job_exit_code\{project="shop",script="backup_db"\} 0$', text, re.M)
     assert re.search(r'^djangoops_job_expected_interval_seconds\{project="shop",script="backup_db"\} 86400$',
                      text, re.M)  # fmt: skip
-    assert re.search(r'^djangoops_backup_disk_free_bytes\{project="shop",script="backup_db"\} [1-9]', text, re.M)
+    engine = variables["db_backup_engine"]
+    assert re.search(
+        rf'^djangoops_backup_disk_free_bytes\{{project="shop",script="backup_db",engine="{engine}"\}} [1-9]', text, re.M
+    )
 
 
 def test_every_series_the_rules_read_is_scraped_from_every_server(host, prometheus, variables):
