@@ -32,7 +32,7 @@ PIPE_SIZE = 1 << 20
 
 
 def widen(fd):
-    """Make the pipe FD holds PIPE_SIZE bytes; anything else (a file, a limit
+    """Make the pipe FD hold PIPE_SIZE bytes; anything else (a file, a limit
     set lower, another system) is left as it is."""
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
