@@ -2,6 +2,8 @@
 server's reach to delete, and caught up after every kind of failure. The servers share the
 backup host, whose faults would reach both: this scenario's tests run one at a time."""
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -266,6 +268,30 @@ def test_a_server_over_its_quota_fails_its_push_and_the_other_pushes(host, run, 
         "ansible://" + next(name for name in SERVERS if name != me),
         ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"],
     )
+    # The two servers' runs of this test each apply the backup host's role with a quota of
+    # their own: one at a time, or one's role run resets the other's quota (and its
+    # daemons) in the middle of that one's push.
+    with one_at_a_time("backup-host-quota"):
+        _over_quota(host, run, restic, backup_host, me, other)
+
+
+def one_at_a_time(name):
+    """A lock on the controller, shared by the scenario's test workers."""
+
+    @contextlib.contextmanager
+    def held():
+        path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], f"{name}.lock")
+        with open(path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    return held()
+
+
+def _over_quota(host, run, restic, backup_host, me, other):
     used = repository_bytes(backup_host, me)
     try:
         quotas(**{me: used})
