@@ -17,7 +17,8 @@ import json
 
 from ansible.errors import AnsibleFilterError
 
-HOUR, DAY = 3600, 86400
+HOUR = 3600
+DAY = 86400
 BACKUP_FALLBACK = 26 * HOUR
 VERIFY_FALLBACK = 8 * DAY + HOUR
 GRACE = HOUR
