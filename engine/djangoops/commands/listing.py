@@ -10,12 +10,11 @@ long the schedule lets it go without a success, each repository's last push).
 Exit codes: 8 when a set is missing its checksum file or fails it, 14 when an
 off-site repository could not be read (and nothing local is wrong)."""
 
-import calendar
 import json
 import os
 import time
 
-from .. import manifest, metrics, sets
+from .. import arrivals, manifest, metrics, sets
 from ..errors import Exit, Failure
 from . import common
 
@@ -45,7 +44,7 @@ def main(context, args):
             info = os.stat(path)
         except FileNotFoundError:
             continue  # pruned while listing
-        taken = _utc_epoch(sets.stamp_of(name, project)) or int(info.st_mtime)
+        taken = arrivals.stamp_epoch(name, project) or int(info.st_mtime)
         located = None
         if not os.path.isfile(path + ".sha256"):
             status = "missing"
@@ -108,16 +107,6 @@ def main(context, args):
             raise Failure(Exit.OFFSITE_FAILED, "an off-site repository could not be read")
     if bad:
         raise Failure(Exit.BAD_BACKUP, "a backup is missing its checksum file or does not match it")
-
-
-def _utc_epoch(stamp):
-    """A set's stamp (YYYYmmddTHHMMSSZ) as seconds since the epoch; None for no
-    stamp (a weekday file) or one that is not a time: its modification time
-    stands in."""
-    try:
-        return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ")) if stamp else None
-    except ValueError:
-        return None
 
 
 def _print_table(local, remote, show_offsite):
