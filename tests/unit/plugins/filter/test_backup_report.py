@@ -14,7 +14,8 @@ from ansible.errors import AnsibleFilterError
 from backup_report import backup_report, backup_report_table, duration, size
 
 NOW = 1_800_000_000
-HOUR, DAY = 3600, 86400
+HOUR = 3600
+DAY = 86400
 NEWEST = "shop_20270115T080000Z_daily.pgdump.zst"
 
 
