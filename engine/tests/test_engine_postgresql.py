@@ -827,6 +827,13 @@ def test_an_analyze_beside_the_count_runs_in_a_session_of_its_own(engine, fake, 
     assert not session.killed
 
 
+def test_postgresql_analyzes_the_live_database_beside_the_safety_copy(engine, fake, log):
+    # Its ANALYZE outlasts the row count: the restore starts it after the swap.
+    assert engine.analyzes_live
+    engine.finish_analyze(engine.start_analyze("shop", "the safety copy"))
+    assert 'gathering planner statistics for "shop" (ANALYZE), beside the safety copy' in log.text("INFO")
+
+
 def test_an_analyze_beside_the_count_that_fails_or_times_out_is_a_warning(engine, fake, log):
     fake.on("psql", fail=2, stderr="ERROR:  canceling statement due to lock timeout")
     engine.finish_analyze(engine.start_analyze(NEW))

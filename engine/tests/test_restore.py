@@ -153,8 +153,8 @@ class FakeEngine(Engine):
     def analyze(self, database):
         self._call("analyze", database)
 
-    def start_analyze(self, database):
-        self._call("start_analyze", database)
+    def start_analyze(self, database, beside="the row count"):
+        self._call("start_analyze", database, beside)
         return ("analyzing", database)
 
     def finish_analyze(self, handle):
@@ -728,8 +728,82 @@ def test_the_analyze_runs_beside_the_row_count_and_ends_before_the_swap(env):
     names = env.engine.names()
     order = ["load", "start_analyze", "count_rows", "properties", "apply_properties", "finish_analyze", "swap"]
     assert [n for n in names if n in order] == order
+    assert env.engine.args_of("start_analyze") == [(WORK, "the row count")]
     assert env.engine.args_of("finish_analyze") == [(("analyzing", WORK),)]
     assert "stop_analyze" not in names
+
+
+# An engine whose ANALYZE outlasts the row count (PostgreSQL) runs it on the
+# restored database once live, beside the safety copy; the restore waits for it.
+
+
+@pytest.fixture
+def live_analyze(env):
+    env.engine.analyzes_live = True
+    return env
+
+
+def test_an_engine_analyzing_live_starts_after_the_swap_and_ends_before_done(live_analyze):
+    env = live_analyze
+    assert env.run("--yes") == Exit.OK
+    names = env.engine.names()
+    aside = env.engine.aside()
+    assert env.engine.args_of("start_analyze") == [(LIVE, "the safety copy")]
+    assert names.index("swap") < names.index("start_analyze") < names.index("dump_stage")
+    # It is awaited after the safety copy is saved and its database dropped, before DONE.
+    assert env.engine.calls.index(("drop_database", (aside,))) < names.index("finish_analyze")
+    assert env.engine.args_of("finish_analyze") == [(("analyzing", LIVE),)]
+    assert "stop_analyze" not in names
+    info = env.messages("INFO")
+    assert info.index(f'restore: done: database "{LIVE}" holds {SET}') > 0
+
+
+def test_an_engine_analyzing_live_without_a_live_database_analyzes_after_put_in_place(live_analyze):
+    env = live_analyze
+    env.engine.databases = set()
+    assert env.run("--yes") == Exit.OK
+    names = env.engine.names()
+    assert env.engine.args_of("start_analyze") == [(LIVE, "the rest of the restore")]
+    assert names.index("put_in_place") < names.index("start_analyze") < names.index("finish_analyze")
+
+
+@pytest.mark.parametrize("case", ["count_rows_fails", "mismatch", "apply_properties_fails"])
+def test_an_engine_analyzing_live_analyzes_nothing_when_the_restore_stops_before_the_swap(
+    live_analyze, monkeypatch, case
+):
+    _run_failing(live_analyze, monkeypatch, LOADING_FAILURES[case])
+    assert not {"start_analyze", "stop_analyze", "finish_analyze"} & set(live_analyze.engine.names())
+
+
+@pytest.mark.parametrize("case", ["dump_fails", "allow_connections_fails"])
+def test_an_engine_analyzing_live_stops_it_when_the_safety_copy_fails(live_analyze, case):
+    env = live_analyze
+    setup, code, _message = SAVING_FAILURES[case]
+    setup(env)
+    assert env.run("--yes") == code
+    assert env.engine.args_of("stop_analyze") == [(("analyzing", LIVE),)]
+    assert "finish_analyze" not in env.engine.names()
+    _assert_kept_aside(env)
+
+
+def test_an_engine_analyzing_live_stops_it_when_interrupted_during_the_safety_copy(live_analyze):
+    env = live_analyze
+    env.first("pg_dump", interrupt=SIGTERM)
+    assert env.run("--yes") == Exit.INTERRUPTED
+    assert env.engine.args_of("stop_analyze") == [(("analyzing", LIVE),)]
+    assert env.engine.aside() in env.engine.databases
+
+
+def test_an_engine_analyzing_live_stops_it_when_pruning_fails_after_the_safety_copy(live_analyze, monkeypatch):
+    env = live_analyze
+
+    def prune(*args, **kwargs):
+        raise Failure(Exit.DB_UNAVAILABLE, "pruning failed")
+
+    monkeypatch.setattr(restore.backup, "prune", prune)
+    assert env.run("--yes") == Exit.DB_UNAVAILABLE
+    assert env.engine.args_of("stop_analyze") == [(("analyzing", LIVE),)]
+    assert env.safety_sets()  # the safety copy was saved before
 
 
 @pytest.mark.parametrize(
@@ -1078,6 +1152,15 @@ def media_partial(env, error, taken=""):
         f'database "{LIVE}" holds the restored backup{taken}, but its media files could not be swapped in: {error}; '
         f"MEDIA_ROOT {env.media_dir} is as it was, the unpacked files are in {unpacked_dir(env)}"
     )
+
+
+def test_a_failed_media_swap_lets_a_live_analyze_end(live_analyze, monkeypatch):
+    env = live_analyze
+    env.with_media()
+    fail_rename(monkeypatch, env, 1, OSError(18, "Invalid cross-device link"))
+    assert env.run("--yes", "--with-media") == Exit.PARTIAL
+    assert env.engine.args_of("finish_analyze") == [(("analyzing", LIVE),)]
+    assert "stop_analyze" not in env.engine.names()
 
 
 @pytest.mark.parametrize("error", [OSError(18, "Invalid cross-device link"), Failure(Exit.CONFIG, "no")])

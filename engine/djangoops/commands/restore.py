@@ -5,20 +5,21 @@ machine that reads in order in this one file.
               space, the media unpacked beside MEDIA_ROOT. Undo: nothing was
               created; the work files go.
     LOADING   the set loaded into a work database no client of the site knows,
-              compared with its manifest (ANALYZE runs beside the count where
-              the engine can), its per-database settings, grants and
-              connection limit carried over. Undo: stop the ANALYZE, drop the
-              work database; the live one is unchanged.
+              compared with its manifest (MariaDB's ANALYZE TABLE runs here),
+              its per-database settings, grants and connection limit carried
+              over. Undo: drop the work database; the live one is unchanged.
     SWAPPING  in one short step the live database is set aside and the work
               one takes its name. Undo: find out which side of the swap the
               server is on (never assume it), and say so; drop only what is
               known to be the work database.
-    SWAPPED   the restored database is live; the media trees are swapped.
-              Undo: nothing to take back; the log says what is where.
+    SWAPPED   the restored database is live; PostgreSQL's ANALYZE begins on
+              it (beside what follows); the media trees are swapped. Undo:
+              stop the ANALYZE; nothing to take back; the log says what is
+              where.
     SAVING    what the live database held before becomes a safety backup (a
               set like any other), then the set-aside database is dropped.
               Undo: the set-aside database stays, and the log names it.
-    DONE      the safety backups are pruned.
+    DONE      the safety backups are pruned, the ANALYZE has ended.
 
 Each transition writes a log line; each failure says what it means for the
 live database. Exit codes: 9 (and 13, 3, 4, 6, 8) only while the live database
@@ -83,7 +84,7 @@ class Restore:
         self.media_new = ""  # the unpacked media tree, until it is swapped in
         self.media_old = ""
         self.safety = ""
-        self.analyzing = None  # the ANALYZE begun beside the row count, until it ends
+        self.analyzing = None  # an ANALYZE begun beside the restore's next steps, until it ends
 
     def enter(self, state, meaning):
         """Move to STATE, saying in the log what it means for the live database."""
@@ -93,10 +94,11 @@ class Restore:
     # --- the undo of each state, run when the command ends without reaching DONE ---------
 
     def undo(self):
+        if self.analyzing is not None:  # begun beside the restore's next steps, not yet ended
+            self.engine.stop_analyze(self.analyzing)
+            self.analyzing = None
         if self.state == DONE:
             return
-        if self.analyzing is not None:  # begun beside the row count, not yet ended
-            self.engine.stop_analyze(self.analyzing)
         self.engine_stop()
         if self.state == CHECKING:
             self.log.error(f'database "{self.live}" is unchanged: the restore stopped before it created anything')
@@ -119,8 +121,12 @@ class Restore:
                 f"backup and stays in database {self.aside} (drop it once you no longer need it)"
             )
 
-    def start_analyze(self):
-        self.analyzing = self.engine.start_analyze(self.work)
+    def start_analyze(self, database, beside):
+        self.analyzing = self.engine.start_analyze(database, beside)
+
+    def finish_analyze(self):
+        self.engine.finish_analyze(self.analyzing)
+        self.analyzing = None
 
     def engine_stop(self):
         try:
@@ -196,8 +202,9 @@ class Restore:
 
         self.enter(LOADING, f'loading {name} into {self.work}; database "{self.live}" serves on, unchanged')
         suffix = f'; database "{self.live}" is unchanged'
+        after_load = None if engine.analyzes_live else (lambda: self.start_analyze(self.work, "the row count"))
         summary = verify.load_checked(
-            context, engine, path, checked.manifest, self.work, suffix, staged, after_load=self.start_analyze
+            context, engine, path, checked.manifest, self.work, suffix, staged, after_load=after_load
         )
         if summary is None:
             raise Failure(
@@ -209,8 +216,8 @@ class Restore:
         engine.check_movable(self.work)
         if self.had_live:
             engine.apply_properties(engine.properties(self.live), self.work)
-        engine.finish_analyze(self.analyzing)
-        self.analyzing = None
+        if not engine.analyzes_live:
+            self.finish_analyze()
 
         self.enter(SWAPPING, f'database "{self.live}" is set aside and {self.work} takes its name, in one step')
         if self.had_live:
@@ -224,6 +231,8 @@ class Restore:
         self.log.info(
             f'restored {name} into database "{self.live}" in {human_duration(took)} ({format_seconds(took)} s)'
         )
+        if engine.analyzes_live:
+            self.start_analyze(self.live, "the safety copy" if self.had_live else "the rest of the restore")
         media_failure = None
         if self.media_new:
             try:
@@ -247,6 +256,8 @@ class Restore:
                 raise Failure(Exit.PARTIAL, message) from None
         # Safety backups are pruned only once the restore has succeeded.
         backup.prune(context, self.database, ("safety",), protected=(name,), offsite=self.offsite)
+        if engine.analyzes_live:
+            self.finish_analyze()
         self.enter(DONE, f'database "{self.live}" holds {name}')
         if media_failure is not None:
             taken = f" (what it held before is in {self.safety})" if self.safety else ""

@@ -70,6 +70,10 @@ class Engine:
     name = ""  # "postgresql" or "mysql", as db_backup_engine says
     dump_name = ""  # the dump program's name, for messages
     django_engines = ()  # regular expressions of DATABASES ENGINE values this engine serves
+    # Where a restore gathers planner statistics: False, on the work database
+    # before the swap (beside the row count); True, on the live database just
+    # after the swap, beside the safety copy and the media swap.
+    analyzes_live = False
 
     def __init__(self, runner, connection: Connection, settings, log, run_dir: str, script: str = ""):
         self.script = script  # the command's name (backup_db...): PGAPPNAME, MariaDB's statement mark
@@ -209,10 +213,11 @@ class Engine:
         """Fresh planner statistics, so the site does not come back slow."""
         raise NotImplementedError
 
-    def start_analyze(self, database: str):
-        """Begin analyze(DATABASE) beside what the restore does next (the row
-        count); returns the handle finish_analyze() and stop_analyze() take.
-        An engine that cannot do both at once analyzes here and returns None."""
+    def start_analyze(self, database: str, beside: str = "the row count"):
+        """Begin analyze(DATABASE) beside what the restore does next (BESIDE,
+        for the log); returns the handle finish_analyze() and stop_analyze()
+        take. An engine that cannot do both at once analyzes here and returns
+        None."""
         self.analyze(database)
 
     def finish_analyze(self, handle) -> None:

@@ -120,6 +120,22 @@ def test_restore_brings_back_identical_rows(host, engine, run, fresh_backup):
     assert "restored" in result.stderr and "safety" in result.stderr
 
 
+def test_restore_leaves_planner_statistics_on_every_table(host, engine, run, fresh_backup):
+    if engine.service != "postgresql":
+        pytest.skip("a PostgreSQL table has no planner statistics until analyzed; InnoDB gathers them as rows load")
+    engine.sql(engine.damage_sql)
+    result = run("restore_db.sh", "--yes")
+    assert result.rc == 0, result.stderr
+    # last_analyze is an ANALYZE's, not autovacuum's (last_autoanalyze): the restore's own.
+    never = engine.sql("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NULL ORDER BY 1")
+    assert never == "", f"tables the restore left without statistics: {never}"
+    assert int(engine.sql("SELECT count(*) FROM pg_stats WHERE tablename = 'catalog_item'")) > 0
+    # It ran on the live database once restored, beside the safety copy.
+    swapped = result.stderr.index("restore: swapped:")
+    assert result.stderr.index("(ANALYZE), beside the safety copy") > swapped
+    assert re.search(r'analyzed ".+" in \d+\.\d s', result.stderr[swapped:]), result.stderr
+
+
 def media_tree(host):
     return host.run(f"cd {HOME}/media && find . -type f -print0 | sort -z | xargs -0 sha256sum").stdout
 
