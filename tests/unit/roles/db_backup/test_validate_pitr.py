@@ -1,0 +1,140 @@
+"""roles/db_backup/tasks/validate.yml on db_backup_pitr's variables: each bad value refused with
+a message that names the variable, a good set passing. One ansible-playbook run on the
+controller (connection local, no host touched) applies every case in a block of its own."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[4]
+GOOD = {
+    "project_name": "shop",
+    "project_user": "shop",
+    "project_group": "shop",
+    "project_home": "/home/shop",
+    "db_backup_database_name": "shop",
+    "db_backup_database_user": "shop",
+    "db_backup_database_password": "secret",
+    "db_backup_pitr": True,
+    "db_backup_pitr_cipher_pass": "a passphrase of twenty-some characters",
+}
+CASES = {
+    "good": ({}, None),
+    "off_ignores_the_rest": ({"db_backup_pitr": False, "db_backup_pitr_cipher_pass": ""}, None),
+    "mariadb": ({"db_backup_engine": "mysql"}, "db_backup_pitr needs db_backup_engine 'postgresql' (got 'mysql')"),
+    "no_passphrase": ({"db_backup_pitr_cipher_pass": ""}, "db_backup_pitr_cipher_pass of at least 20 characters"),
+    "short_passphrase": ({"db_backup_pitr_cipher_pass": "x" * 19}, "db_backup_pitr_cipher_pass of at least 20"),
+    "stanza": ({"db_backup_pitr_stanza": "main; rm"}, "db_backup_pitr_stanza of letters, digits, '_' or '-' (got"),
+    "timeout_zero": (
+        {"db_backup_pitr_archive_timeout": 0},
+        "db_backup_pitr_archive_timeout from 1 to 60 seconds (got 0)",
+    ),
+    "timeout_long": ({"db_backup_pitr_archive_timeout": 61}, "from 1 to 60 seconds (got 61)"),
+    "keep_none": ({"db_backup_pitr_keep_full": 0}, "db_backup_pitr_keep_full of at least 1 (got 0)"),
+    "relative_repository": (
+        {"db_backup_pitr_repository_path": "pgbackrest"},
+        "absolute db_backup_pitr_repository_path",
+    ),
+    "root_repository": ({"db_backup_pitr_repository_path": "/"}, "other than '/' (got '/')"),
+}
+
+
+DEFAULTS = yaml.safe_load((ROOT / "roles/db_backup/defaults/main.yml").read_text())
+# Task vars cannot come from one templated dict: each variable a case sets is passed by name,
+# the role's default where the case leaves it.
+KEYS = sorted({*GOOD, *(key for extra, _message in CASES.values() for key in extra)})
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Each case's outcome: "passed", or the message it failed with."""
+    tmp = tmp_path_factory.mktemp("validate")
+    cases = {name: {k: {**DEFAULTS, **GOOD, **extra}[k] for k in KEYS} for name, (extra, _message) in CASES.items()}
+    (tmp / "cases.json").write_text(json.dumps(cases))
+    (tmp / "case.yml").write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "One case",
+                    "block": [
+                        {
+                            "name": "Validate",
+                            "ansible.builtin.include_tasks": str(ROOT / "roles/db_backup/tasks/validate.yml"),
+                            "vars": {key: f"{{{{ __case.value['{key}'] }}}}" for key in KEYS},
+                        },
+                        {
+                            "name": "Passed",
+                            "ansible.builtin.set_fact": {"__out": "{{ __out | combine({__case.key: 'passed'}) }}"},
+                        },
+                    ],
+                    "rescue": [
+                        {
+                            "name": "Failed",
+                            "ansible.builtin.set_fact": {
+                                "__out": "{{ __out | combine({__case.key: ansible_failed_result.msg}) }}"
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    (tmp / "play.yml").write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    # The role's defaults and vars, as the role would have them (no module runs:
+                    # every task is an assert or set_fact).
+                    "vars_files": [
+                        str(ROOT / "roles/db_backup/defaults/main.yml"),
+                        str(ROOT / "roles/db_backup/vars/main.yml"),
+                    ],
+                    "vars": {"__out": {}, "__cases": "{{ lookup('ansible.builtin.file', 'cases.json') | from_json }}"},
+                    "tasks": [
+                        {
+                            "name": "Every case",
+                            "ansible.builtin.include_tasks": "case.yml",
+                            "loop": "{{ __cases | dict2items }}",
+                            "loop_control": {"loop_var": "__case"},
+                        },
+                        {"name": "Show", "ansible.builtin.debug": {"var": "__out"}},
+                    ],
+                }
+            ]
+        )
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "json"}
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp / "play.yml")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = json.loads(result.stdout)["plays"][0]["tasks"][-1]["hosts"]["localhost"]["__out"]
+    assert set(shown) == set(CASES)
+    return shown
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_pitr_value_is_checked_by_name(outcomes, case):
+    expected = CASES[case][1]
+    if expected is None:
+        assert outcomes[case] == "passed"
+    else:
+        assert expected in " ".join(outcomes[case].split())
+
+
+def test_the_passphrase_is_never_in_a_message(outcomes):
+    for message in outcomes.values():
+        assert GOOD["db_backup_pitr_cipher_pass"] not in message
