@@ -209,9 +209,10 @@ def test_the_cluster_restores_aside_to_a_moment_between_two_writes(host, probe, 
     pgbackrest(host, "check")
 
 
-def converge(host):
-    """The scenario's converge, on this server alone, from the controller: its exit code
-    and its output (stdout and stderr, where the errors go) with whitespace collapsed."""
+def converge(host, *extra):
+    """The scenario's converge, on this server alone, from the controller (EXTRA: more
+    ansible-playbook arguments): its exit code and its output (stdout and stderr, where the
+    errors go) with whitespace collapsed."""
     result = subprocess.run(
         [
             "ansible-playbook",
@@ -219,6 +220,7 @@ def converge(host):
             os.environ["MOLECULE_INVENTORY_FILE"],
             "--limit",
             host.backend.get_hostname(),
+            *extra,
             "molecule/shared/playbooks/converge_backup.yml",
         ],
         capture_output=True,
@@ -227,6 +229,18 @@ def converge(host):
         check=False,
     )
     return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def test_a_new_passphrase_shows_in_no_diff(host, variables):
+    # Check mode with --diff, as an operator previews a change of the passphrase.
+    old = variables["db_backup_pitr_cipher_pass"]
+    new = "a new passphrase for the preview, 12345"
+    code, output = converge(host, "--check", "--diff", "-e", f"db_backup_pitr_cipher_pass='{new}'")
+    assert code == 0, output
+    assert "Install pgBackRest's configuration" in output
+    assert old not in output and new not in output
+    assert "censored" in output  # the configuration's task would change, and says nothing of how
+    assert host.run(f"grep -cF {quote(old)} {CONFIG}").stdout.strip() == "1"  # check mode changed nothing
 
 
 def restart_postgresql(host):
