@@ -1,12 +1,11 @@
 """The off-site scenario's helpers: the files prepare wrote on the controller, the server's
-latest set and what list_db_backups.sh says of its off-site copies, and playbooks run from
-the controller."""
+latest set and what list_db_backups.sh says of its off-site copies (playbooks run from the
+controller are backup_helpers.playbook)."""
 
 import hashlib
 import json
 import os
 import re
-import subprocess
 
 from db_backup.backup_helpers import BACKUPS, ROOT
 from shop_project import COMMANDS, HOME, quote
@@ -33,17 +32,6 @@ def offsite_column(host, name):
         if name in fields:
             return fields[-1]
     return ""
-
-
-def playbook(*args, inventory=None):
-    """ansible-playbook from the controller, on the scenario's inventory (or another)."""
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), *args],
-        capture_output=True,
-        text=True,
-        cwd=str(ROOT),
-        check=False,
-    )
 
 
 def snapshots(restic, repo):

@@ -11,14 +11,13 @@ import time
 
 import pytest
 import testinfra
-from db_backup.backup_helpers import BACKUPS, files_holding, sample_ps_during
+from db_backup.backup_helpers import BACKUPS, files_holding, playbook, sample_ps_during
 from offsite_helpers import (
     OFFSITE,
     bucket_client,
     latest,
     offsite_column,
     plant_set,
-    playbook,
     scenario_file,
     set_time,
     snapshots,

@@ -16,9 +16,9 @@ from pathlib import Path
 import testinfra
 import yaml
 from bare_inventory import connection_vars
-from db_backup.backup_helpers import DB_NAME, ROOT, VARS, PostgreSQL
+from db_backup.backup_helpers import DB_NAME, ROOT, VARS, PostgreSQL, playbook
 from installed_code import DB_COMMANDS
-from offsite_helpers import plant_set, playbook, set_time
+from offsite_helpers import plant_set, set_time
 from planted_code import PLANTED_LOG, plant, planted_by_root
 
 SERVER = "offsite-debian12"

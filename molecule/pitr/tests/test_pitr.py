@@ -6,12 +6,10 @@ restored to a moment between two writes, aside (another directory and port),
 while the live one runs on."""
 
 import json
-import os
-import subprocess
 import time
 
 import pytest
-from db_backup.backup_helpers import DB_NAME
+from db_backup.backup_helpers import PostgreSQL, playbook
 from shop_project import quote
 
 STANZA = "main"
@@ -19,18 +17,6 @@ REPOSITORY = "/var/lib/pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 SCRATCH = "/var/lib/postgresql/pitr-scratch"
 SCRATCH_PORT = 5499
-
-
-def psql(host, statement, database=DB_NAME, port=None, check=True):
-    """STATEMENT as postgres (on stdin: never on a command line), its output."""
-    where = f" -h {SCRATCH} -p {port}" if port else ""
-    result = host.run(
-        f"printf '%s' {quote(statement)} | runuser -u postgres -- env PGDATABASE={quote(database)} "
-        f"psql -X -tA -v ON_ERROR_STOP=1{where}"
-    )
-    if check:
-        assert result.rc == 0, result.stderr
-    return result.stdout.strip()
 
 
 def pgbackrest(host, *args, check=True):
@@ -52,13 +38,13 @@ def newest_archived(host):
 
 
 def segment_of_now(host):
-    return psql(host, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    return PostgreSQL(host).sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
 
 
 @pytest.fixture(scope="module")
 def probe(host):
     """A table of the site's database that the tests write numbered rows into."""
-    psql(host, "CREATE TABLE IF NOT EXISTS pitr_probe (n int PRIMARY KEY, at timestamptz NOT NULL)")
+    PostgreSQL(host).sql("CREATE TABLE IF NOT EXISTS pitr_probe (n int PRIMARY KEY, at timestamptz NOT NULL)")
     return "pitr_probe"
 
 
@@ -84,8 +70,7 @@ def test_the_stanza_holds_a_full_backup_and_checks_clean(host):
 def test_an_idle_site_archives_its_last_write_within_archive_timeout(host, variables, probe):
     timeout = int(variables["db_backup_pitr_archive_timeout"])
     # The segment the write went into, read in the same statement as the write.
-    segment = psql(
-        host,
+    segment = PostgreSQL(host).sql(
         "WITH w AS (INSERT INTO pitr_probe SELECT 1000 + count(*), now() FROM pitr_probe RETURNING n) "
         "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) FROM w",
     )
@@ -97,12 +82,12 @@ def test_an_idle_site_archives_its_last_write_within_archive_timeout(host, varia
 
 def test_the_repository_is_encrypted(host, probe):
     marker = "pitr-marker-5d41402abc4b2a76"
-    psql(host, f"CREATE TABLE IF NOT EXISTS pitr_text (t text); INSERT INTO pitr_text VALUES ('{marker}')")
+    PostgreSQL(host).sql(f"CREATE TABLE IF NOT EXISTS pitr_text (t text); INSERT INTO pitr_text VALUES ('{marker}')")
     segment = segment_of_now(host)
-    psql(host, "SELECT pg_switch_wal()")
+    PostgreSQL(host).sql("SELECT pg_switch_wal()")
     wait_archived(host, segment, 60)
     # The marker is there in clear in the server's own WAL: the search can find it...
-    assert host.run(f"grep -rlF {marker} {psql(host, 'SHOW data_directory')}/pg_wal").stdout.strip()
+    assert host.run(f"grep -rlF {marker} {PostgreSQL(host).sql('SHOW data_directory')}/pg_wal").stdout.strip()
     # ...and nowhere in the repository.
     found = host.run(f"grep -rlF {marker} {REPOSITORY}")
     assert found.rc == 1 and found.stdout == "", found.stdout
@@ -115,7 +100,7 @@ def test_the_repository_is_encrypted(host, probe):
     # Without the passphrase, pgBackRest itself cannot read the stanza.
     host.run(f"printf '[global]\\nrepo1-path={REPOSITORY}\\n' > /tmp/nopass.conf && chmod 0644 /tmp/nopass.conf")
     blind = host.run(
-        f"runuser -u postgres -- pgbackrest --config=/tmp/nopass.conf --stanza={STANZA}  --output=json info"
+        f"runuser -u postgres -- pgbackrest --config=/tmp/nopass.conf --stanza={STANZA} --output=json info"
     )
     # (Its message quotes the undecipherable bytes: read as bytes.)
     text = blind.stdout_bytes.decode(errors="replace")
@@ -139,9 +124,10 @@ def test_only_root_and_postgres_read_the_passphrase(host, variables):
 
 
 def test_postgresql_was_restarted_only_where_the_role_was_allowed_to(host, variables):
-    assert psql(host, "SHOW archive_mode") == "on"
+    assert PostgreSQL(host).sql("SHOW archive_mode") == "on"
     restarted = (
-        psql(host, "SELECT pg_postmaster_start_time()") != host.file("/root/postmaster_started").content_string.strip()
+        PostgreSQL(host).sql("SELECT pg_postmaster_start_time()")
+        != host.file("/root/postmaster_started").content_string.strip()
     )
     assert restarted == bool(variables["db_backup_pitr_restart_database"])
 
@@ -156,23 +142,25 @@ def scratch(host):
 
 
 def pg_bin(host):
-    major = int(psql(host, "SHOW server_version_num")) // 10000
+    major = int(PostgreSQL(host).sql("SHOW server_version_num")) // 10000
     return f"/usr/lib/postgresql/{major}/bin"
 
 
 def test_the_cluster_restores_aside_to_a_moment_between_two_writes(host, probe, scratch):
-    psql(host, "DELETE FROM pitr_probe WHERE n < 100")
+    PostgreSQL(host).sql("DELETE FROM pitr_probe WHERE n < 100")
     for n in (1, 2, 3):
-        psql(host, f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
+        PostgreSQL(host).sql(f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
     time.sleep(1.1)
-    target = psql(host, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    target = PostgreSQL(host).sql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
+    )
     time.sleep(1.1)
     for n in (4, 5):
-        psql(host, f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
+        PostgreSQL(host).sql(f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
     segment = segment_of_now(host)
-    psql(host, "SELECT pg_switch_wal()")
+    PostgreSQL(host).sql("SELECT pg_switch_wal()")
     wait_archived(host, segment, 60)
-    live_before = psql(host, "SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100")
+    live_before = PostgreSQL(host).sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100")
 
     host.run(f"install -d -o postgres -g postgres -m 0700 {scratch}")
     # archive-mode=off: the scratch cluster must never push its new timeline into the stanza.
@@ -198,36 +186,27 @@ def test_the_cluster_restores_aside_to_a_moment_between_two_writes(host, probe, 
     started = host.run(f"runuser -u postgres -- {pg_bin(host)}/pg_ctl -D {scratch} -l {scratch}/log -w -t 120 start")
     assert started.rc == 0, started.stdout + started.stderr + host.run(f"tail -n 30 {scratch}/log").stdout
     deadline = time.monotonic() + 120
-    while psql(host, "SELECT pg_is_in_recovery()", port=SCRATCH_PORT, check=False) != "f":
+    while PostgreSQL(host).sql("SELECT pg_is_in_recovery()", socket_dir=SCRATCH, port=SCRATCH_PORT, check=False) != "f":
         assert time.monotonic() < deadline, host.run(f"tail -n 30 {scratch}/log").stdout
         time.sleep(0.5)
-    restored = psql(host, "SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100", port=SCRATCH_PORT)
+    restored = PostgreSQL(host).sql(
+        "SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100",
+        socket_dir=SCRATCH,
+        port=SCRATCH_PORT,
+    )
     assert restored == "1,2,3"
     # The live cluster ran on, unchanged, and the repository's archive took nothing from the scratch one.
-    assert psql(host, "SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100") == live_before
+    assert (
+        PostgreSQL(host).sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100") == live_before
+    )
     assert live_before == "1,2,3,4,5"
     pgbackrest(host, "check")
 
 
 def converge(host, *extra):
-    """The scenario's converge, on this server alone, from the controller (EXTRA: more
-    ansible-playbook arguments): its exit code and its output (stdout and stderr, where the
-    errors go) with whitespace collapsed."""
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            "--limit",
-            host.backend.get_hostname(),
-            *extra,
-            "molecule/shared/playbooks/converge_backup.yml",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"],
-        check=False,
-    )
+    """The scenario's converge, on this server alone (EXTRA: more ansible-playbook arguments):
+    its exit code and its output (stdout and stderr, where the errors go), whitespace collapsed."""
+    result = playbook("--limit", host.backend.get_hostname(), *extra, "molecule/shared/playbooks/converge_backup.yml")
     return result.returncode, " ".join((result.stdout + result.stderr).split())
 
 
@@ -244,38 +223,37 @@ def test_a_new_passphrase_shows_in_no_diff(host, variables):
 
 
 def restart_postgresql(host):
-    assert host.run("systemctl restart postgresql").rc == 0
-    deadline = time.monotonic() + 60
-    while psql(host, "SELECT 1", database="postgres", check=False) != "1":
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    """Stopped and started again (systemctl start returns once the cluster takes connections)."""
+    engine = PostgreSQL(host)
+    engine.stop()
+    engine.start()
 
 
 def test_the_role_never_restarts_postgresql_it_may_not_restart(host, variables):
     if variables["db_backup_pitr_restart_database"]:
         pytest.skip("this server lets the role restart PostgreSQL")
     # An ALTER SYSTEM that keeps archiving off: a restart would not help, and the role says which file.
-    psql(host, "ALTER SYSTEM SET archive_mode = off", database="postgres")
+    PostgreSQL(host).sql("ALTER SYSTEM SET archive_mode = off", database="postgres")
     restart_postgresql(host)
     try:
-        started = psql(host, "SELECT pg_postmaster_start_time()")
+        started = PostgreSQL(host).sql("SELECT pg_postmaster_start_time()")
         code, output = converge(host)
         assert code != 0, output
         assert "archive_mode = off in /var/lib/postgresql/" in output and "postgresql.auto.conf" in output, output
         assert "ALTER SYSTEM RESET archive_mode" in output
 
         # Reset and reloaded, not restarted: the role stops and names the restart, without doing it.
-        psql(host, "ALTER SYSTEM RESET archive_mode; SELECT pg_reload_conf()", database="postgres")
+        PostgreSQL(host).sql("ALTER SYSTEM RESET archive_mode; SELECT pg_reload_conf()", database="postgres")
         code, output = converge(host)
         assert code != 0, output
-        major = int(psql(host, "SHOW server_version_num")) // 10000
+        major = int(PostgreSQL(host).sql("SHOW server_version_num")) // 10000
         assert f"restart it in a quiet minute (pg_ctlcluster {major} main restart)" in output, output
-        assert psql(host, "SELECT pg_postmaster_start_time()") == started
-        assert psql(host, "SHOW archive_mode") == "off"
+        assert PostgreSQL(host).sql("SELECT pg_postmaster_start_time()") == started
+        assert PostgreSQL(host).sql("SHOW archive_mode") == "off"
     finally:
-        psql(host, "ALTER SYSTEM RESET archive_mode", database="postgres")
+        PostgreSQL(host).sql("ALTER SYSTEM RESET archive_mode", database="postgres")
         restart_postgresql(host)  # the operator's quiet minute
     code, output = converge(host)
     assert code == 0, output
-    assert psql(host, "SHOW archive_mode") == "on"
+    assert PostgreSQL(host).sql("SHOW archive_mode") == "on"
     pgbackrest(host, "check")

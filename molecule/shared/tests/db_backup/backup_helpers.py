@@ -1,8 +1,10 @@
 """Helpers for the backup scenarios' tests (db_backup's, and offsite's): engine-specific
 SQL run as the database superuser, the test database's name and credentials, ps samples
-taken while a script runs, the files that hold a secret, and the scripts' logs."""
+taken while a script runs, the files that hold a secret, the scripts' logs, and playbooks run
+from the controller."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -44,9 +46,11 @@ class PostgreSQL(Engine):
     damage_sql = "UPDATE catalog_item SET name = 'damaged' WHERE id < 50; DELETE FROM catalog_item WHERE id > 400"
 
     # SQL goes on stdin: a command line (and runuser's journal entry) would show it.
-    def sql(self, statement, database=DB_NAME, check=True):
+    # SOCKET_DIR and PORT reach another cluster than the server's own (a scratch one).
+    def sql(self, statement, database=DB_NAME, check=True, socket_dir=None, port=None):
+        where = f" -h {quote(socket_dir)} -p {int(port)}" if port else ""
         result = self.host.run(
-            "printf '%%s' %s | runuser -u postgres -- env PGDATABASE=%s psql -X -tA -v ON_ERROR_STOP=1",
+            "printf '%%s' %s | runuser -u postgres -- env PGDATABASE=%s psql -X -tA -v ON_ERROR_STOP=1" + where,
             statement,
             database,
         )
@@ -183,3 +187,14 @@ def files_holding(host, *needles):
 
 def last_log_lines(host, script, n=15):
     return host.run(f"tail -n {n} {LOGS}/{script}.log").stdout
+
+
+def playbook(*args, inventory=None):
+    """ansible-playbook from the controller, on the scenario's inventory (or another)."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]), *args],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        check=False,
+    )
