@@ -12,7 +12,7 @@ root's too, but read after the switch: nothing in them can raise privileges).
 import os
 import sys
 
-from . import config, privileges
+from . import config, pitr, privileges
 from .context import Context, run_command
 from .errors import Failure
 
@@ -49,6 +49,20 @@ def main(argv, engine_dir):
     try:
         # As root, read_values() refuses a file that anyone but root can change.
         project = config.load_project(os.path.join(config_dir, "project.json"))
+        if script == "restore_db" and privileges.is_root() and pitr.requested_time(argv[1:]) is not None:
+            # The root side recovers the cluster aside; the child it forks runs the restore below.
+            return pitr.supervise(
+                project, config_dir, argv[1:], lambda: _run(script, project, config_dir, engine_dir, argv)
+            )
+        return _run(script, project, config_dir, engine_dir, argv)
+    except Failure as failure:
+        print(f"{script}: {failure.message}", file=sys.stderr)
+        return int(failure.code)
+
+
+def _run(script, project, config_dir, engine_dir, argv):
+    """As the project user: the command ARGV[0] names."""
+    try:
         privileges.run_as_project_user(project.user, project.group)
     except Failure as failure:
         print(f"{script}: {failure.message}", file=sys.stderr)

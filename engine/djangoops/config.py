@@ -38,6 +38,9 @@ SSH_USER = (re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z"), "a user name")
 CONTAINER_NAME = (re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)?\Z"), "empty or a container name")
 CHECK_SUBSET = (re.compile(r"([0-9]+(\.[0-9]+)?%|[0-9]+/[0-9]+)\Z"), "a percentage (10%) or n/t (1/5)")
 S3_URL = (re.compile(r"s3:\S+\Z"), "a restic S3 repository (s3:https://HOST/BUCKET)")
+STANZA_NAME = (re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"), "a pgBackRest stanza (letters, digits, '_', '.', '-')")
+# Written unquoted into a pg_ctl command line, which a shell reads.
+PLAIN_PATH = (re.compile(r"/[A-Za-z0-9_./-]*\Z"), "a path of letters, digits, '_', '.', '-' and '/'")
 
 ROOT_ONLY = "a command running as root reads only values files that root alone can change"
 
@@ -52,6 +55,14 @@ class Project:
     backups_dir: str
     logs_dir: str
     metrics_dir: str  # "": no metrics
+
+
+@dataclass(frozen=True)
+class Pitr:
+    stanza: str
+    pg_bin: str
+    scratch_dir: str
+    scratch_port: int
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,28 @@ def load_database(path):
     keep.finish()
     values.finish()
     return database
+
+
+def load_pitr(path):
+    """Point-in-time recovery's values, pitr.json (role db_backup, with
+    db_backup_pitr; root's alone, read by restore_db.sh --to-time as root):
+
+    stanza: str, the pgBackRest stanza of the cluster that holds the database
+    pg_bin: str, absolute path of the cluster's version's programs (pg_ctl)
+    scratch_dir: str, absolute path where a restore to a time recovers the cluster aside
+    scratch_port: int 1-65535, the port the recovered cluster listens on (its socket only)
+    """
+    values = _Object(_file(path), read_values(path))
+    pitr = Pitr(
+        stanza=values.string("stanza", rule=STANZA_NAME),
+        pg_bin=values.string("pg_bin", rule=PLAIN_PATH),
+        scratch_dir=values.string("scratch_dir", rule=PLAIN_PATH),
+        scratch_port=values.number("scratch_port", 1, 65535),
+    )
+    if pitr.scratch_dir.rstrip("/").count("/") < 2:
+        values.fail("scratch_dir", "is too close to / for a directory the restore removes")
+    values.finish()
+    return pitr
 
 
 def load_offsite(path):

@@ -8,6 +8,7 @@ import os
 import pathlib
 import pwd
 import sys
+from typing import NamedTuple
 
 import pytest
 
@@ -18,8 +19,23 @@ if str(ENGINE) not in sys.path:
 from djangoops import privileges  # noqa: E402
 from djangoops.errors import Exit, Failure  # noqa: E402
 
-SHOP = pwd.struct_passwd(("shop", "x", 1500, 1500, "", "/home/shop", "/bin/bash"))
-ROOTISH = pwd.struct_passwd(("toor", "x", 0, 0, "", "/root", "/bin/bash"))
+
+class Passwd(NamedTuple):
+    """pwd.struct_passwd's fields. (Instances of the real one kept in a module's
+    globals until the interpreter ends make its finalization fail when pwd was
+    imported by another test module first.)"""
+
+    pw_name: str
+    pw_passwd: str
+    pw_uid: int
+    pw_gid: int
+    pw_gecos: str
+    pw_dir: str
+    pw_shell: str
+
+
+SHOP = Passwd("shop", "x", 1500, 1500, "", "/home/shop", "/bin/bash")
+ROOTISH = Passwd("toor", "x", 0, 0, "", "/root", "/bin/bash")
 
 
 class FakeOs:
@@ -37,7 +53,7 @@ class FakeOs:
             monkeypatch.setattr(privileges.os, name, getattr(self, name))
         monkeypatch.setattr(privileges.os, "environ", {"HOME": "/root", "USER": "root", "PATH": "/usr/bin"})
         users = {"shop": SHOP, "toor": ROOTISH}
-        by_uid = {1500: SHOP, 0: pwd.struct_passwd(("root", "x", 0, 0, "", "/root", "/bin/bash"))}
+        by_uid = {1500: SHOP, 0: Passwd("root", "x", 0, 0, "", "/root", "/bin/bash")}
         monkeypatch.setattr(privileges.pwd, "getpwnam", lambda name: users[name])
         monkeypatch.setattr(privileges.pwd, "getpwuid", lambda uid: by_uid[uid])
         groups = {"backup": grp.struct_group(("backup", "x", 34, []))}
@@ -174,7 +190,7 @@ def test_require_project_user_or_root(monkeypatch):
 
 def test_require_accepts_another_name_of_the_same_uid(monkeypatch):
     FakeOs(monkeypatch, euid=1500)
-    alias = pwd.struct_passwd(("shop2", "x", 1500, 1500, "", "/home/shop", "/bin/bash"))
+    alias = Passwd("shop2", "x", 1500, 1500, "", "/home/shop", "/bin/bash")
     monkeypatch.setattr(privileges.pwd, "getpwnam", lambda name: alias)
     privileges.require_project_user_or_root("shop2")
 

@@ -16,6 +16,7 @@ import random
 import re
 import signal
 import sys
+import types
 
 import pytest
 from command_helpers import (
@@ -28,7 +29,7 @@ from command_helpers import (
     set_files,
     shop_project,
 )
-from djangoops import config, manifest, sets
+from djangoops import config, manifest, pitr, sets
 from djangoops.commands import common, restore
 from djangoops.context import Context, run_command
 from djangoops.engines.base import Connection, Engine, Properties, Snapshot
@@ -102,6 +103,9 @@ class FakeEngine(Engine):
         return self.args_of("swap")[0][2]
 
     # the interface
+
+    def check_connection(self):  # the recovered cluster's, before a restore to a time dumps it
+        self._call("check_connection")
 
     def check_server(self):
         self._call("check_server")
@@ -1582,3 +1586,114 @@ def test_from_without_repositories_exits_3(env):
     assert env.run("--from", "nas", "--yes") == Exit.CONFIG
     assert env.messages("ERROR") == ["no off-site repository is configured (db_backup_offsite_repositories)"]
     assert env.engine.calls == []
+
+
+# --- --to-time: the project user's side (the root side is pitr.py's, test_pitr.py) ----------
+
+MOMENT = "2026-12-06 17:59:30+00:00"
+READY = {"socket_dir": "/var/lib/postgresql/djangoops-pitr/shop", "port": 5499, "target": "t", "recovered_to": ""}
+
+
+@pytest.fixture
+def root_side(env, monkeypatch):
+    """The pipes the root side opens, its answers written beforehand (MESSAGES, a list to
+    fill before the run); what the child asked is in .asked() afterwards. The scratch
+    cluster's engine is the fixture's engine, its connection noted in .elsewhere."""
+    side = types.SimpleNamespace(messages=[], elsewhere=[])
+    to_child_r, to_child_w = os.pipe()
+    to_root_r, to_root_w = os.pipe()
+    monkeypatch.setenv(pitr.CHANNEL, f"{to_child_r},{to_root_w}")
+
+    def elsewhere(host, port):
+        side.elsewhere.append((host, port))
+        return env.engine
+
+    monkeypatch.setattr(env.engine, "elsewhere", elsewhere, raising=False)
+    real_run = env.run
+
+    def run(*args):
+        with os.fdopen(to_child_w, "w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in side.messages)
+        try:
+            return real_run(*args)
+        finally:
+            os.close(to_root_w)
+
+    def asked():
+        with os.fdopen(to_root_r) as f:
+            return f.read()
+
+    side.run, side.asked = run, asked
+    return side
+
+
+def test_to_time_takes_the_database_from_the_recovered_cluster_and_swaps_it_in(env, root_side):
+    root_side.messages = [{"log": "pgBackRest restores the cluster"}, {"ready": READY}]
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.OK
+
+    assert root_side.asked() == '{"ask": "scratch"}\n'
+    assert root_side.elsewhere == [(READY["socket_dir"], "5499")]
+    assert env.states() == ["checking", "loading", "swapping", "swapped", "saving", "done"]
+    # Dumped from the recovered cluster under the live database's name, then the set-aside one.
+    assert env.engine.args_of("dump_stage") == [(LIVE,), (env.engine.aside(),)]
+    (loaded,) = env.engine.args_of("load")
+    assert re.search(r"/\.pitr-\d+\.partial/shop_\d{8}T\d{6}Z_pitr\.sql\.gz$", loaded[0]), loaded
+    assert "pgBackRest restores the cluster" in env.messages("INFO")
+    assert env.messages()[-2] == f'database "{LIVE}" holds what it held at 2026-12-06 17:59:30.000000+00'
+    assert len(env.safety_sets()) == 1
+    # The point-in-time set was this run's own: gone, and never published or made latest.
+    assert [n for n in env.files() if "pitr" in n] == []
+    assert sets.latest_name(env.backups) == SET
+
+
+def test_to_time_when_the_root_side_fails_changes_nothing(env, root_side):
+    failed = {"code": 9, "message": "pgBackRest could not restore the cluster (exit 1); the live database is unchanged"}
+    root_side.messages = [{"log": "pgBackRest restores the cluster"}, {"failed": failed}]
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.RESTORE_FAILED
+    assert env.messages("ERROR")[0] == failed["message"]
+    assert root_side.elsewhere == []
+    assert_live_untouched(env)
+
+
+def test_to_time_when_the_root_side_ends_without_an_answer_changes_nothing(env, root_side):
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.INTERNAL
+    assert "ended without recovering the cluster; nothing was changed" in env.messages("ERROR")[0]
+    assert_live_untouched(env)
+
+
+def test_to_time_a_failed_dump_from_the_recovered_cluster_leaves_the_live_database_unchanged(env, root_side):
+    root_side.messages = [{"ready": READY}]
+    env.first("pg_dump", fail=1, stderr='pg_dump: error: database "shop" does not exist')
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.RESTORE_FAILED
+    error = env.messages("ERROR")[0]
+    assert error.startswith(f'taking database "{LIVE}" from the recovered cluster failed: pg_dump failed')
+    assert error.endswith(UNCHANGED)
+    # Only the recovered cluster (the fixture's engine stands for both) was asked anything.
+    assert env.engine.names() == ["check_connection", "snapshot_begin", "dump_stage", "snapshot_abandon"]
+    assert [n for n in env.files() if n != ".lock"] == env.published
+    assert env.safety_sets() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["--to-time", MOMENT, SET], Exit.USAGE, "--to-time restores the database as it was at that moment"),
+        (["--to-time", MOMENT, "--from", "nas"], Exit.USAGE, "--to-time restores the database as it was"),
+        (["--to-time", MOMENT, "--with-media"], Exit.USAGE, "--to-time restores the database as it was"),
+        (["--to-time", "yesterday"], Exit.USAGE, "--to-time takes a date and time such as"),
+        (["--to-time", "2999-01-01 00:00"], Exit.USAGE, "--to-time '2999-01-01 00:00' is in the future"),
+        (["--to-time", MOMENT], Exit.CONFIG, "restore_db.sh --to-time must be started as root"),
+    ],
+)
+def test_to_time_refuses_a_bad_request_before_anything_changes(env, args, code, error):
+    assert env.run(*args, "--yes") == code
+    assert env.messages("ERROR")[0].startswith(error)
+    assert_live_untouched(env)
+
+
+def test_to_time_needs_postgresql(env, root_side):
+    env.database = dataclasses.replace(env.database, engine="mysql")
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.CONFIG
+    assert "--to-time needs PostgreSQL with db_backup_pitr" in env.messages("ERROR")[0]
+    assert root_side.asked() == ""
+    assert_live_untouched(env)

@@ -147,18 +147,25 @@ def new_stamp(directory, project, clock=time.time, sleep=time.sleep):
         sleep(1)
 
 
-def take(context, database, offsite, engine, dump_database, safety=False):
+def take(context, database, offsite, engine, dump_database, safety=False, directory=None, kind=None):
     """Dump DUMP_DATABASE into a new set (a safety backup when SAFETY), check
-    it and publish it; return its name. Nothing is published unless whole."""
-    directory = context.project.backups_dir
+    it and publish it; return its name. Nothing is published unless whole.
+    DIRECTORY (default: db_backups/) and KIND (default: the rotation's) are
+    for a set the run uses and removes itself, as a restore to a time does:
+    named PROJECT_STAMP_KIND, without media files."""
+    transient = kind is not None
+    directory = directory or context.project.backups_dir
     project = context.project.name
     runner = context.runner
     started = context.clock()
     stamp = new_stamp(directory, project)
     extension = sets.backup_extension(database.engine, database.postgresql_format, database.compression)
-    name, kind = retention.new_set_name(
-        stamp, sets.list_sets(directory, project), project, extension, database.rotation, safety
-    )
+    if transient:
+        name = f"{project}_{stamp}_{kind}.{extension}"
+    else:
+        name, kind = retention.new_set_name(
+            stamp, sets.list_sets(directory, project), project, extension, database.rotation, safety
+        )
     partial = sets.partial_path(directory, name)
     context.cleanup_on_exit(partial, partial + ".sha256", partial + ".manifest.json")
     context.log.info(f'dumping database "{dump_database}" to {name} ({kind})')
@@ -185,7 +192,7 @@ def take(context, database, offsite, engine, dump_database, safety=False):
     media = ""
     media_partial = ""
     media_files = media_size = 0
-    if database.media_dir and not safety:
+    if database.media_dir and not safety and not transient:
         media = sets.media_name_of(name)
         media_partial = sets.partial_path(directory, media)
         context.cleanup_on_exit(media_partial)

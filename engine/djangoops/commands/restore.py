@@ -33,7 +33,7 @@ import re
 import sys
 import time
 
-from .. import sets
+from .. import pitr, sets
 from ..errors import Exit, Failure
 from ..log import format_seconds, human_duration
 from ..runner import CommandFailed, Stage
@@ -41,10 +41,15 @@ from . import backup, common, offsite_commands, verify
 
 USAGE = """Usage: restore_db.sh [BACKUP|latest] [--from REPOSITORY [--arrived-before TIME]] [--yes]
                      [--with-media] [--jobs N] [--lock-wait SECONDS] [--lock-timeout SECONDS] [--quiet]
+       restore_db.sh --to-time 'YYYY-MM-DD HH:MM:SS[+HH:MM]' [--yes] [--jobs N] [--lock-wait ...]
 Replace the project's database with a backup from its db_backups/ (default: latest).
 With --from, the set is first fetched from that off-site repository (as fetch_db_backup.sh
 does; --arrived-before as there), under the same lock as the restore: no backup's retention
-can remove it in between. Asks for the database name to be typed unless --yes is given.
+can remove it in between. With --to-time (PostgreSQL with db_backup_pitr; as root), the
+database as it was at that moment (the server's local time unless a zone is given): the
+cluster is recovered aside from pgBackRest's repository, on a scratch cluster of its own,
+and the database is taken from there; the live cluster is never touched.
+Asks for the database name to be typed unless --yes is given.
 The backup is loaded into a work database and checked against its manifest while
 the site runs on; then, in one short step, the live database is set aside and the
 restored one takes its name. What the old one held becomes a safety backup.
@@ -418,9 +423,15 @@ def main(context, args):
             "--lock-timeout": "lock_timeout",
             "--from": "source",
             "--arrived-before": "before",
+            "--to-time": "to_time",
         },
         positional=1,
     )
+    if options.to_time is not None and (options.positional or options.source is not None or options.with_media):
+        raise Failure(
+            Exit.USAGE,
+            "--to-time restores the database as it was at that moment: it takes no BACKUP, --from or --with-media",
+        )
     want = options.positional[0] if options.positional else "latest"
     before = None
     if options.source is not None:
@@ -440,6 +451,9 @@ def main(context, args):
         database = dataclasses.replace(database, restore_jobs=int(options.jobs))
     context.start_run(database.healthcheck_url("restore_db"))
     engine = common.engine_for(context, database)
+    if options.to_time is not None:
+        _restore_to_time(context, options, database, offsite, engine, wait)
+        return
     if options.source is None:
         path = sets.resolve(context.project.backups_dir, want)
         name = os.path.basename(path)
@@ -472,6 +486,52 @@ def main(context, args):
         path = repositories.fetch(options.source, want, before=before)
         checked = common.check_backup(context, path, database)
     Restore(context, database, offsite, engine).run(path, options, checked)
+
+
+def _restore_to_time(context, options, database, offsite, engine, wait):
+    """The database as it was at --to-time: the root side (pitr.py) recovers
+    the cluster aside; its database is dumped into a set of this run's own
+    (a hidden directory in db_backups/, removed at the end), which goes live
+    as any set does."""
+    if database.engine != "postgresql":
+        raise Failure(
+            Exit.CONFIG,
+            "--to-time needs PostgreSQL with db_backup_pitr (pgBackRest); this project's database is "
+            f"{database.engine}; nothing was changed",
+        )
+    moment = pitr.utc_text(pitr.parse_time(options.to_time))
+    channel = pitr.Channel.from_environment()
+    if channel is None:
+        raise Failure(
+            Exit.CONFIG,
+            "restore_db.sh --to-time must be started as root (sudo "
+            f"{os.path.join(context.engine_dir, 'bin', 'restore_db.sh')} --to-time ...): pgBackRest's repository "
+            "and its passphrase are root's and postgres's; nothing was changed",
+        )
+    live = engine.connection.name
+    _announce(engine, f"what it held at {moment} (UTC), recovered aside from pgBackRest's repository")
+    _confirm(options, engine)
+    common.lock(context, wait)
+    backup.remove_stale_partials(context)
+    context.log.info(f"restore to a time: {options.to_time!r} is {moment}; the cluster is recovered aside first")
+    ready = channel.ask(context.log)
+    scratch = engine.elsewhere(str(ready["socket_dir"]), str(ready["port"]))
+    staging = os.path.join(context.project.backups_dir, f".pitr-{os.getpid()}.partial")
+    os.mkdir(staging, 0o700)
+    context.cleanup_on_exit(staging)
+    try:
+        scratch.check_connection()
+        name = backup.take(context, database, offsite, scratch, live, directory=staging, kind="pitr")
+    except Failure as failure:
+        raise Failure(
+            Exit.RESTORE_FAILED,
+            f'taking database "{live}" from the recovered cluster failed: {failure.message}; '
+            f'database "{live}" is unchanged',
+        ) from None
+    path = os.path.join(staging, name)
+    checked = common.check_backup(context, path, database)
+    Restore(context, database, offsite, engine).run(path, options, checked)
+    context.log.info(f'database "{live}" holds what it held at {moment}')
 
 
 def _announce(engine, what):

@@ -83,6 +83,12 @@ class Engine:
         self.log = log
         self.run_dir = run_dir  # the run's private directory (0700), removed at exit
 
+    def elsewhere(self, host: str, port: str) -> Engine:
+        """The same engine, database and user (and credentials file), on the
+        server at HOST (a socket directory) and PORT: a scratch cluster."""
+        connection = dataclasses.replace(self.connection, host=host, port=port)
+        return type(self)(self.runner, connection, self.settings, self.log, self.run_dir, script=self.script)
+
     # --- shared by the engines ----------------------------------------------------
 
     def load_failure(self, name: str, database: str, failed, why: str) -> Failure:

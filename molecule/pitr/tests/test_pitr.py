@@ -9,14 +9,17 @@ import json
 import time
 
 import pytest
-from db_backup.backup_helpers import PostgreSQL, playbook
-from shop_project import quote
+from db_backup.backup_helpers import BACKUPS, DB_USER, PostgreSQL, last_log_lines, playbook
+from shop_project import COMMANDS, ENGINE_BIN, quote
 
 STANZA = "main"
 REPOSITORY = "/var/lib/pgbackrest"
 CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 SCRATCH = "/var/lib/postgresql/pitr-scratch"
-SCRATCH_PORT = 5499
+SCRATCH_PORT = 5498
+SITE_USER = '"' + DB_USER.replace('"', '""') + '"'
+# Where restore_db.sh --to-time recovers the cluster (the role's default for project shop).
+SCRATCH_DIR = "/var/lib/postgresql/djangoops-pitr/shop"
 
 
 def pgbackrest(host, *args, check=True):
@@ -44,7 +47,11 @@ def segment_of_now(host):
 @pytest.fixture(scope="module")
 def probe(host):
     """A table of the site's database that the tests write numbered rows into."""
-    PostgreSQL(host).sql("CREATE TABLE IF NOT EXISTS pitr_probe (n int PRIMARY KEY, at timestamptz NOT NULL)")
+    # The site's own, as its tables are: its user dumps them (backup_db.sh, restore_db.sh --to-time).
+    PostgreSQL(host).sql(
+        "CREATE TABLE IF NOT EXISTS pitr_probe (n int PRIMARY KEY, at timestamptz NOT NULL);"
+        f"ALTER TABLE pitr_probe OWNER TO {SITE_USER}"
+    )
     return "pitr_probe"
 
 
@@ -82,7 +89,10 @@ def test_an_idle_site_archives_its_last_write_within_archive_timeout(host, varia
 
 def test_the_repository_is_encrypted(host, probe):
     marker = "pitr-marker-5d41402abc4b2a76"
-    PostgreSQL(host).sql(f"CREATE TABLE IF NOT EXISTS pitr_text (t text); INSERT INTO pitr_text VALUES ('{marker}')")
+    PostgreSQL(host).sql(
+        f"CREATE TABLE IF NOT EXISTS pitr_text (t text); ALTER TABLE pitr_text OWNER TO {SITE_USER};"
+        f"INSERT INTO pitr_text VALUES ('{marker}')"
+    )
     segment = segment_of_now(host)
     PostgreSQL(host).sql("SELECT pg_switch_wal()")
     wait_archived(host, segment, 60)
@@ -201,6 +211,76 @@ def test_the_cluster_restores_aside_to_a_moment_between_two_writes(host, probe, 
     )
     assert live_before == "1,2,3,4,5"
     pgbackrest(host, "check")
+
+
+def rows(host, **where):
+    return PostgreSQL(host).sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM pitr_probe WHERE n < 100", **where)
+
+
+def safety_manifests(host):
+    return host.run(f"ls {BACKUPS} | grep '_safety\\..*\\.manifest\\.json$' || true").stdout.split()
+
+
+def utc_now(host):
+    """The server's clock, to the microsecond, as --to-time takes it (with its zone)."""
+    return PostgreSQL(host).sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+
+
+def test_restore_to_a_time_brings_back_what_the_database_held_then(host, probe, run):
+    """restore_db.sh --to-time, as root: the rows committed before the moment are back and
+    none after; the cluster's other database, written after the moment too, is untouched;
+    what the database held before the restore is a safety backup; the scratch cluster is
+    gone."""
+    db = PostgreSQL(host)
+    db.sql("DELETE FROM pitr_probe WHERE n < 100")
+    db.sql("DROP DATABASE IF EXISTS pitr_other", database="postgres")
+    db.sql("CREATE DATABASE pitr_other", database="postgres")
+    db.sql("CREATE TABLE other (n int)", database="pitr_other")
+    for n in (1, 2, 3):
+        db.sql(f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
+    db.sql("INSERT INTO other VALUES (1)", database="pitr_other")
+    time.sleep(1.1)
+    target = utc_now(host)
+    time.sleep(1.1)
+    for n in (4, 5):
+        db.sql(f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
+    db.sql("INSERT INTO other VALUES (2)", database="pitr_other")
+    # The moment is archived once a later segment is.
+    segment = segment_of_now(host)
+    db.sql("SELECT pg_switch_wal()")
+    wait_archived(host, segment, 60)
+    safety_before = safety_manifests(host)
+    count_before = int(db.sql("SELECT count(*) FROM pitr_probe"))
+
+    result = run("restore_db.sh", "--to-time", f"{target}+00:00", "--yes")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert rows(host) == "1,2,3"
+    assert db.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM other", database="pitr_other") == "1,2"
+    log = last_log_lines(host, "restore_db", 60)
+    assert "the cluster is recovered aside first" in log and "pgBackRest restores the cluster" in log
+    assert f"what it held at {target}" in log
+    # What the database held before (rows 1 to 5 among them) is a safety backup, as after any restore.
+    (safety,) = set(safety_manifests(host)) - set(safety_before)
+    tables = json.loads(host.file(f"{BACKUPS}/{safety}").content_string)["tables"]
+    assert next(v for k, v in tables.items() if k.endswith("pitr_probe")) == count_before
+    # Nothing is left of the scratch cluster: no directory, no server, no hidden set in db_backups/.
+    assert not host.file(SCRATCH_DIR).exists
+    assert host.run(f"pgrep -f {SCRATCH_DIR}").rc == 1
+    assert host.run(f"ls -A {BACKUPS} | grep -c pitr || true").stdout.strip() == "0"
+    # The stanza is as it was: the scratch cluster archived nothing into it.
+    pgbackrest(host, "check")
+
+
+def test_restore_to_a_time_refuses_without_root_a_future_moment_and_a_bad_one(host, probe):
+    before = rows(host)
+    as_user = host.run(f"runuser -u shop -- {COMMANDS}/restore_db.sh --to-time '2026-01-01 00:00:00' --yes </dev/null")
+    assert as_user.rc == 3 and "must be started as root" in as_user.stderr, as_user.stderr
+    future = host.run(f"{ENGINE_BIN}/restore_db.sh --to-time '2999-01-01 00:00:00' --yes </dev/null")
+    assert future.rc == 2 and "is in the future" in future.stderr, future.stderr
+    bad = host.run(f"{ENGINE_BIN}/restore_db.sh --to-time yesterday --yes </dev/null")
+    assert bad.rc == 2 and "takes a date and time" in bad.stderr, bad.stderr
+    assert rows(host) == before
+    assert not host.file(SCRATCH_DIR).exists
 
 
 def converge(host, *extra):

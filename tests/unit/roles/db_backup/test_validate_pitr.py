@@ -22,6 +22,8 @@ GOOD = {
     "db_backup_database_password": "secret",
     "db_backup_pitr": True,
     "db_backup_pitr_cipher_pass": "a passphrase of twenty-some characters",
+    # The default, as the role renders it for project shop (the cases' values are not templated).
+    "db_backup_pitr_scratch_dir": "/var/lib/postgresql/djangoops-pitr/shop",
 }
 CASES = {
     "good": ({}, None),
@@ -41,6 +43,14 @@ CASES = {
         "absolute db_backup_pitr_repository_path",
     ),
     "root_repository": ({"db_backup_pitr_repository_path": "/"}, "other than '/' (got '/')"),
+    "scratch_dir_shallow": (
+        {"db_backup_pitr_scratch_dir": "/var/lib"},
+        "a db_backup_pitr_scratch_dir three levels below / at least",
+    ),
+    "scratch_dir_spaces": ({"db_backup_pitr_scratch_dir": "/srv/pitr/my shop"}, "(got '/srv/pitr/my shop'"),
+    "scratch_dir_relative": ({"db_backup_pitr_scratch_dir": "srv/pitr/shop"}, "(got 'srv/pitr/shop'"),
+    "scratch_port_zero": ({"db_backup_pitr_scratch_port": 0}, "db_backup_pitr_scratch_port from 1 to 65535 (got 0)"),
+    "scratch_port_high": ({"db_backup_pitr_scratch_port": 65536}, "from 1 to 65535 (got 65536)"),
 }
 
 

@@ -1,0 +1,487 @@
+"""pitr.py: restore_db.sh --to-time's root side. The moment as typed, the
+channel to the project user's side, and the scratch cluster, its every program
+(pgBackRest, pg_ctl, psql, all as postgres) through a FakeRunner; the files it
+writes are real, in tmp_path."""
+
+import datetime
+import json
+import os
+import signal
+import stat
+import time
+
+import pytest
+from djangoops import config, pitr
+from djangoops.errors import Exit, Failure
+from djangoops.runner import Interrupted
+from fakes import FakeRunner, RecordingLog
+
+NOW = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC).timestamp()
+
+
+# --- the moment ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-12-06 17:59:30+00:00", "2026-12-06 17:59:30.000000+00"),
+        ("2026-12-06T17:59:30Z", "2026-12-06 17:59:30.000000+00"),
+        ("2026-12-06 17:59:30 UTC", "2026-12-06 17:59:30.000000+00"),
+        ("2026-12-06 17:59:30.25+01:00", "2026-12-06 16:59:30.250000+00"),
+        ("2026-12-06 17:59:30+0130", "2026-12-06 16:29:30.000000+00"),
+        ("2026-12-06 17:59:30-05", "2026-12-06 22:59:30.000000+00"),
+        ("2026-12-06 17:59+00", "2026-12-06 17:59:00.000000+00"),
+        ("  2026-12-06 17:59:30Z ", "2026-12-06 17:59:30.000000+00"),
+    ],
+)
+def test_a_moment_with_its_zone_is_read_as_utc(text, utc):
+    assert pitr.utc_text(pitr.parse_time(text, now=NOW)) == utc
+
+
+def test_a_moment_without_a_zone_is_the_servers_local_time(monkeypatch):
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        assert pitr.utc_text(pitr.parse_time("2026-12-06 17:59:30", now=NOW)) == "2026-12-06 16:59:30.000000+00"
+        assert pitr.utc_text(pitr.parse_time("2026-07-06 17:59:30", now=NOW)) == "2026-07-06 15:59:30.000000+00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("yesterday", "--to-time takes a date and time such as '2026-12-06 17:59:30'"),
+        ("2026-12-06", "--to-time takes a date and time"),
+        ("17:59:30", "--to-time takes a date and time"),
+        ("2026-12-06 17:59:30 CET", "--to-time takes a date and time"),
+        ("2026-12-06 17:59:30; rm -rf /", "--to-time takes a date and time"),
+        ("2026-02-30 10:00:00", "--to-time '2026-02-30 10:00:00': day is out of range"),
+        ("2026-12-06 25:00:00", "--to-time '2026-12-06 25:00:00': hour must be in 0..23"),
+        ("2026-12-07 12:00:01Z", "--to-time '2026-12-07 12:00:01Z' is in the future (2026-12-07 12:00:01.000000+00)"),
+    ],
+)
+def test_a_bad_or_future_moment_is_a_usage_error_naming_it(text, error):
+    with pytest.raises(Failure) as raised:
+        pitr.parse_time(text, now=NOW)
+    assert raised.value.code == Exit.USAGE
+    assert raised.value.message.startswith(error)
+
+
+def test_the_option_is_found_with_its_value_only():
+    assert pitr.requested_time(["--yes", "--to-time", "2026-12-06 17:59"]) == "2026-12-06 17:59"
+    assert pitr.requested_time(["--yes", "--to-time"]) is None
+    assert pitr.requested_time(["latest", "--yes"]) is None
+
+
+# --- the values file ---------------------------------------------------------------------------
+
+VALUES = {
+    "stanza": "main",
+    "pg_bin": "/usr/lib/postgresql/15/bin",
+    "scratch_dir": "/srv/pitr/shop",
+    "scratch_port": 5499,
+}
+
+
+def write_values(tmp_path, **changes):
+    path = tmp_path / "pitr.json"
+    path.write_text(json.dumps({**VALUES, **changes}))
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_the_values_are_read(tmp_path):
+    assert config.load_pitr(write_values(tmp_path)) == config.Pitr(
+        "main", "/usr/lib/postgresql/15/bin", "/srv/pitr/shop", 5499
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"scratch_dir": "/srv"}, "scratch_dir is too close to / for a directory the restore removes"),
+        ({"scratch_dir": "/srv/pitr/a b"}, "scratch_dir must be a path of letters"),
+        ({"pg_bin": "/usr/lib/postgresql/15/bin;sh"}, "pg_bin must be a path of letters"),
+        ({"stanza": "--stanza"}, "stanza must be a pgBackRest stanza"),
+        ({"scratch_port": 0}, "scratch_port"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(tmp_path, changes, error):
+    with pytest.raises(Failure) as raised:
+        config.load_pitr(write_values(tmp_path, **changes))
+    assert raised.value.code == Exit.CONFIG
+    assert error in raised.value.message
+
+
+# --- the channel, the project user's end -------------------------------------------------------
+
+
+def channel_with(*messages):
+    """A Channel whose root side has already written MESSAGES (and closed its end); the
+    file descriptor the child writes its request to, to read back."""
+    to_child_r, to_child_w = os.pipe()
+    to_root_r, to_root_w = os.pipe()
+    with os.fdopen(to_child_w, "w") as f:
+        for message in messages:
+            f.write(message if isinstance(message, str) else json.dumps(message) + "\n")
+    return pitr.Channel(to_child_r, to_root_w), to_root_r
+
+
+def test_the_channel_asks_once_logs_the_progress_and_returns_where_the_cluster_listens():
+    channel, requests = channel_with({"log": "restoring"}, "not json\n", {"warn": "slow"}, {"ready": {"port": 5499}})
+    log = RecordingLog()
+    assert channel.ask(log) == {"port": 5499}
+    assert os.read(requests, 100) == b'{"ask": "scratch"}\n'
+    assert log.records == [("INFO", "restoring"), ("WARN", "slow")]
+
+
+def test_the_channel_raises_the_root_sides_failure_with_its_code():
+    channel = channel_with({"failed": {"code": 9, "message": "no backup before that moment"}})[0]
+    with pytest.raises(Failure) as raised:
+        channel.ask(RecordingLog())
+    assert (raised.value.code, raised.value.message) == (Exit.RESTORE_FAILED, "no backup before that moment")
+
+
+def test_a_root_side_that_ends_without_an_answer_is_an_internal_failure():
+    channel = channel_with({"log": "restoring"})[0]
+    with pytest.raises(Failure) as raised:
+        channel.ask(RecordingLog())
+    assert raised.value.code == Exit.INTERNAL
+    assert "nothing was changed" in raised.value.message
+
+
+def test_the_channel_comes_from_the_environment_once(monkeypatch):
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setenv(pitr.CHANNEL, f"{read_fd},{write_fd}")
+    channel = pitr.Channel.from_environment()
+    assert channel.write_fd == write_fd and pitr.CHANNEL not in os.environ
+    assert pitr.Channel.from_environment() is None
+    monkeypatch.setenv(pitr.CHANNEL, "3;4")
+    assert pitr.Channel.from_environment() is None
+    os.close(write_fd)
+    channel.reader.close()
+
+
+# --- the scratch cluster -------------------------------------------------------------------------
+
+
+class Scene:
+    """A Scratch in tmp_path, owned by the test's own user, with a FakeRunner."""
+
+    def __init__(self, tmp_path):
+        self.top = str(tmp_path / "pitr" / "shop")
+        self.settings = config.Pitr("main", "/usr/lib/postgresql/15/bin", self.top, 5499)
+        self.runner = FakeRunner()
+        self.said = []
+        self.scratch = pitr.Scratch(
+            self.runner, self.settings, os.getgid(), (os.getuid(), os.getgid()), self.said.append
+        )
+        self.data = os.path.join(self.top, "data")
+        # pg_ctl status: no server until start (3), one after (0).
+        self.runner.on(lambda call: call.argv[-1] == "status", fail=3)
+
+    def programs(self):
+        return [call.argv[4].rsplit("/", 1)[-1] + " " + call.argv[-1] for call in self.runner.calls]
+
+    def log(self, text):
+        with open(os.path.join(self.top, "postgresql.log"), "w") as f:
+            f.write(text)
+
+
+def first(runner, match, **behaviour):
+    """A rule that answers before those set up earlier."""
+    runner.rules.insert(0, runner.rules.pop(runner.rules.index(runner.on(match, **behaviour))))
+
+
+@pytest.fixture
+def scene(tmp_path):
+    return Scene(tmp_path)
+
+
+def ready(scene, last="2026-12-06 17:59:29.9+00"):
+    scene.runner.on(lambda call: "psql" in call.argv[4], stdout=f"f|{last}\n".encode())
+
+
+def test_build_restores_to_the_moment_aside_and_says_where_the_cluster_listens(scene):
+    ready(scene)
+    answer = pitr.build(scene.scratch, "2026-12-06 17:59:30.000000+00")
+
+    assert answer["socket_dir"] == scene.top and answer["port"] == 5499
+    assert answer["recovered_to"] == "2026-12-06 17:59:29.9+00"
+    restore, start, query = (c.argv for c in scene.runner.calls if c.argv[-1] != "status")
+    assert restore[:4] == ["runuser", "-u", "postgres", "--"]
+    assert restore[4:] == [
+        "pgbackrest",
+        "--stanza=main",
+        f"--pg1-path={scene.data}",
+        "--type=time",
+        "--target=2026-12-06 17:59:30.000000+00",
+        "--target-action=promote",
+        "--archive-mode=off",
+        "--log-level-console=warn",
+        "restore",
+    ]
+    assert start[4:8] == ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", scene.data, "start"]
+    options = start[start.index("-o") + 1]
+    assert options == f"-p 5499 -k {scene.top} -c listen_addresses= -c archive_mode=off"
+    assert query[query.index("-h") + 1 : query.index("-h") + 4] == [scene.top, "-p", "5499"]
+    # Its own configuration: socket only, archiving off, passwords for all but postgres.
+    conf = open(os.path.join(scene.data, "postgresql.conf")).read()
+    assert "port = 5499\n" in conf and "listen_addresses = ''\n" in conf and "archive_mode = off\n" in conf
+    assert open(os.path.join(scene.data, "pg_hba.conf")).read() == "local all postgres peer\nlocal all all md5\n"
+    for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+        assert stat.S_IMODE(os.stat(os.path.join(scene.data, name)).st_mode) == 0o600
+    # The project group reaches the socket; only postgres the data.
+    assert stat.S_IMODE(os.stat(scene.top).st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(scene.data).st_mode) == 0o700
+    assert scene.said[0].startswith("pgBackRest restores the cluster (stanza main)")
+    assert "recovered to 2026-12-06 17:59:30.000000+00 in " in scene.said[-1]
+
+
+def test_build_removes_what_an_earlier_run_left_first(scene):
+    os.makedirs(os.path.join(scene.data, "base"))
+    open(os.path.join(scene.data, "base", "leftover"), "w").close()
+    open(os.path.join(scene.data, "pg_hba.conf"), "w").close()
+    ready(scene)
+    pitr.build(scene.scratch, "t")
+    assert not os.path.exists(os.path.join(scene.data, "base"))
+    # Its server was asked first whether it runs (it did not).
+    assert scene.runner.calls[0].argv[-1] == "status"
+
+
+def test_a_failed_pgbackrest_restore_stops_before_any_server_starts(scene):
+    scene.runner.on(
+        lambda call: "pgbackrest" in call.argv, fail=1, stderr="ERROR: [075]: no backup set found to restore"
+    )
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.RESTORE_FAILED
+    assert "pgBackRest could not restore the cluster" in raised.value.message
+    assert "no backup set found to restore" in raised.value.message
+    assert raised.value.message.endswith("the live database is unchanged")
+    assert not [c for c in scene.runner.calls if "start" in c.argv]
+
+
+def test_a_recovery_that_ends_before_the_moment_says_the_archive_ends_earlier(scene):
+    def crash(call):
+        scene.log(
+            "LOG:  starting point-in-time recovery to 2026-12-06 17:59:30+00\n"
+            "FATAL:  recovery ended before configured recovery target was reached\n"
+        )
+
+    scene.runner.on(lambda call: "start" in call.argv, fail=1, effect=crash, stderr="pg_ctl: could not start server")
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.RESTORE_FAILED
+    assert "the archived WAL ends before that moment" in raised.value.message
+    assert "choose an earlier time" in raised.value.message
+
+
+def test_another_fatal_error_of_the_recovery_is_quoted(scene):
+    scene.runner.on(
+        lambda call: "start" in call.argv,
+        fail=1,
+        effect=lambda call: scene.log("2026-12-07 LOG: x\n2026-12-07 FATAL:  could not locate required checkpoint\n"),
+    )
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert "did not recover: FATAL:  could not locate required checkpoint" in raised.value.message
+
+
+def test_a_start_that_fails_without_a_log_quotes_pg_ctl(scene):
+    scene.runner.on(lambda call: "start" in call.argv, fail=1, stderr="pg_ctl: could not start server")
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert "could not start server" in raised.value.message
+
+
+def test_the_recovery_is_waited_for_until_the_cluster_is_promoted(scene):
+    # With hot_standby off it refuses connections until then; its server runs on.
+    ready(scene, last="2026-12-06 17:59:29+00")
+    first(scene.runner, lambda call: "psql" in call.argv[4], times=1, stdout=b"t|\n")
+    psql = "FATAL:  the database system is not accepting connections"
+    first(scene.runner, lambda call: "psql" in call.argv[4], times=2, fail=2, stderr=psql)
+    first(scene.runner, lambda call: call.argv[-1] == "status", times=2)
+    naps = []
+    scene.scratch.sleep = naps.append
+    assert pitr.build(scene.scratch, "t")["recovered_to"] == "2026-12-06 17:59:29+00"
+    assert naps == [pitr.POLL] * 3
+
+
+def test_a_server_that_stops_while_recovering_is_reported_in_its_own_words(scene):
+    scene.runner.on(
+        lambda call: "psql" in call.argv[4],
+        fail=2,
+        stderr="connection to server failed: No such file or directory",
+        effect=lambda call: scene.log("FATAL:  recovery ended before configured recovery target was reached\n"),
+    )
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.RESTORE_FAILED
+    assert "the archived WAL ends before that moment" in raised.value.message
+
+
+def test_a_recovery_that_never_ends_is_given_up_at_the_deadline(scene, monkeypatch):
+    first(scene.runner, lambda call: call.argv[-1] == "status")
+    scene.runner.on(lambda call: "psql" in call.argv[4], fail=2, stderr="not accepting connections")
+    now = [0.0]
+    scene.scratch.clock = lambda: now[0]
+    scene.scratch.sleep = lambda seconds: now.__setitem__(0, now[0] + 3600)
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert f"had not finished its recovery after {pitr.RECOVERY_TIMEOUT} s" in raised.value.message
+
+
+def test_remove_stops_a_running_server_fast_then_immediately(scene):
+    os.makedirs(scene.data)
+    scene.runner.rules.clear()
+    scene.runner.on(lambda call: call.argv[-1] == "status")  # running
+    scene.runner.on(lambda call: "fast" in call.argv, fail=1, stderr="pg_ctl: server does not shut down")
+    scene.scratch.remove()
+    assert [c.argv[c.argv.index("-m") + 1] for c in scene.runner.calls if "stop" in c.argv] == ["fast", "immediate"]
+    assert not os.path.exists(scene.top)
+
+
+def test_a_server_that_cannot_be_stopped_is_not_removed_from_under_it(scene):
+    os.makedirs(scene.data)
+    scene.runner.rules.clear()
+    scene.runner.on(lambda call: call.argv[-1] == "status")
+    scene.runner.on(lambda call: "stop" in call.argv, fail=1, stderr="pg_ctl: server does not shut down")
+    with pytest.raises(Failure) as raised:
+        scene.scratch.remove()
+    assert raised.value.code == Exit.INTERNAL and "could not stop the scratch cluster" in raised.value.message
+    assert os.path.isdir(scene.data)
+
+
+# --- serving the child --------------------------------------------------------------------------
+
+
+def serve_with(scene, monkeypatch, requests, build):
+    monkeypatch.setattr(pitr, "build", build)
+    to_root_r, to_root_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    os.write(to_root_w, requests.encode())
+    os.close(to_root_w)
+    building = [False, False]
+    pitr.serve(to_root_r, to_child_w, scene.scratch, "t", building)
+    with os.fdopen(to_child_r) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_serve_answers_the_one_request_and_ignores_anything_else(scene, monkeypatch):
+    calls = []
+
+    def build(scratch, target):
+        calls.append(target)
+        return {"port": 5499}
+
+    answers = serve_with(scene, monkeypatch, 'rm -rf /\n{"ask": "scratch"}\n', build)
+    assert answers == [{"ready": {"port": 5499}}] and calls == ["t"]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (Failure(Exit.RESTORE_FAILED, "pgBackRest could not restore"), 9, "pgBackRest could not restore"),
+        (Interrupted(15), 130, "stopped; the live database is unchanged"),
+        (PermissionError(13, "Permission denied"), 9, "could not make the scratch cluster's directory"),
+    ],
+)
+def test_serve_passes_a_failure_on_with_its_code(scene, monkeypatch, error, code, message):
+    def build(scratch, target):
+        raise error
+
+    (answer,) = serve_with(scene, monkeypatch, '{"ask": "scratch"}\n', build)
+    assert answer["failed"]["code"] == code and message in answer["failed"]["message"]
+
+
+# --- the two processes -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def root_side(tmp_path, monkeypatch):
+    """supervise() with its values, accounts and scratch cluster stood in for: .built lists
+    the moments the child got a cluster for, .removed how often the scratch was removed."""
+    side = type("Side", (), {})()
+    side.built, side.removed = [], []
+    settings = config.Pitr("main", "/usr/lib/postgresql/15/bin", str(tmp_path / "scratch"), 5499)
+    monkeypatch.setattr(config, "load_pitr", lambda path: settings)
+    account = type("Account", (), {"pw_uid": os.getuid(), "pw_gid": os.getgid()})()
+    monkeypatch.setattr(pitr.pwd, "getpwnam", lambda name: account)
+
+    def build(scratch, target):
+        side.built.append(target)
+        return {"socket_dir": scratch.top, "port": 5499}
+
+    monkeypatch.setattr(pitr, "build", build)
+    monkeypatch.setattr(pitr.Scratch, "remove", lambda self: side.removed.append(self.top))
+    project = type("Project", (), {"group": None, "user": "shop"})()
+    side.supervise = lambda child: pitr.supervise(project, str(tmp_path), ["--to-time", "2026-12-06 17:59Z"], child)
+    return side
+
+
+def test_the_child_gets_the_recovered_cluster_and_its_exit_code_is_the_commands(root_side, tmp_path):
+    answer = tmp_path / "answer.json"
+
+    def child():
+        ready = pitr.Channel.from_environment().ask(RecordingLog())
+        answer.write_text(json.dumps(ready))
+        return 15
+
+    assert root_side.supervise(child) == 15
+    assert json.loads(answer.read_text()) == {"socket_dir": str(tmp_path / "scratch"), "port": 5499}
+    # Recovered in the parent (its list), and removed there once the child had ended.
+    assert root_side.built == ["2026-12-06 17:59:00.000000+00"]
+    assert root_side.removed == [str(tmp_path / "scratch")]
+
+
+def test_a_child_that_stops_before_asking_recovers_nothing(root_side):
+    assert root_side.supervise(lambda: int(Exit.NOT_CONFIRMED)) == Exit.NOT_CONFIRMED
+    assert root_side.built == []
+    # Not even removed: without the project's lock, the scratch may be another run's.
+    assert root_side.removed == []
+
+
+def test_a_child_that_dies_of_a_signal_is_reported_so(root_side):
+    def child():
+        pitr.Channel.from_environment().ask(RecordingLog())
+        os.kill(os.getpid(), 9)
+
+    assert root_side.supervise(child) == 128 + 9
+    assert len(root_side.removed) == 1
+
+
+def test_a_bad_moment_is_refused_before_anything_forks(root_side, tmp_path):
+    project = type("Project", (), {"group": None, "user": "shop"})()
+    with pytest.raises(Failure) as raised:
+        pitr.supervise(project, str(tmp_path), ["--to-time", "noon"], lambda: 0)
+    assert raised.value.code == Exit.USAGE
+    assert root_side.removed == []
+
+
+def test_a_term_to_the_root_side_stops_its_recovery_and_reaches_the_child(root_side, monkeypatch):
+    def build(scratch, target):
+        root_side.built.append(target)
+        time.sleep(30)  # the TERM's Interrupted ends it
+
+    monkeypatch.setattr(pitr, "build", build)
+
+    def child():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(42))
+        channel = pitr.Channel.from_environment()
+        os.write(channel.write_fd, b'{"ask": "scratch"}\n')
+        time.sleep(0.2)
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(30)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    started = time.monotonic()
+    assert root_side.supervise(child) == 42
+    assert time.monotonic() - started < 10
+    assert len(root_side.built) == 1 and len(root_side.removed) == 1
+    # The handlers are the test's own again.
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
