@@ -40,6 +40,7 @@ RESTORE_TIMEOUT = 12 * 3600  # pgBackRest copying the backup and its WAL
 RECOVERY_TIMEOUT = 12 * 3600  # the scratch cluster replaying WAL up to the moment
 STOP_TIMEOUT = 120
 QUERY_TIMEOUT = 60
+WAL_ROOM = 1 << 30  # bytes: PostgreSQL's default max_wal_size, for the WAL a recovery replays
 POLL = 0.5  # seconds between two questions to a cluster still recovering
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -216,6 +217,48 @@ class Scratch:
         os.mkdir(self.data, 0o700)
         os.chown(self.data, *self.postgres)
 
+    def check_room(self):
+        """Room for the cluster beside the live one, which shares the disk more
+        often than not: a scratch cluster that filled it would stop the live
+        server's own WAL writes. Needed: the largest backup of the stanza (its
+        database size, as pgBackRest recorded it), a tenth more, and WAL_ROOM
+        for the WAL replayed."""
+        try:
+            result = self._run(
+                self.as_postgres("pgbackrest", f"--stanza={self.settings.stanza}", "--output=json", "info"),
+                QUERY_TIMEOUT,
+            )
+            (stanza,) = json.loads(result.stdout)
+            sizes = [int(b["info"]["size"]) for b in stanza.get("backup") or []]
+        except CommandFailed as failed:
+            raise Failure(
+                Exit.RESTORE_FAILED, unchanged(f"pgBackRest cannot read the stanza ({failed.reason()})")
+            ) from None
+        except (ValueError, TypeError, KeyError):
+            raise Failure(
+                Exit.RESTORE_FAILED, unchanged("pgBackRest's description of the stanza is unreadable")
+            ) from None
+        if not sizes:
+            raise Failure(
+                Exit.RESTORE_FAILED, unchanged(f"the stanza {self.settings.stanza} holds no backup to restore from")
+            )
+        need = max(sizes) + max(sizes) // 10 + WAL_ROOM
+        free = self.free_bytes(self.top)
+        if free < need:
+            raise Failure(
+                Exit.NO_SPACE,
+                unchanged(
+                    f"only {free >> 20} MiB free in {self.top}; recovering the cluster there needs about "
+                    f"{need >> 20} MiB (its size at its largest backup, a tenth more, and WAL to replay); free some "
+                    "space, or set db_backup_pitr_scratch_dir on another disk"
+                ),
+            )
+
+    @staticmethod
+    def free_bytes(path):
+        info = os.statvfs(path)
+        return info.f_bavail * info.f_frsize
+
     def restore(self, target):
         """pgBackRest restores the backup before TARGET into the data directory,
         with the recovery settings that stop at TARGET and promote. Archiving
@@ -350,6 +393,7 @@ def build(scratch, target, clock=time.monotonic):
     """The scratch cluster, recovered to TARGET: what the child is told."""
     started = clock()
     scratch.prepare()
+    scratch.check_room()
     scratch.restore(target)
     scratch.configure()
     scratch.start(target)

@@ -180,8 +180,11 @@ class Scene:
             self.runner, self.settings, os.getgid(), (os.getuid(), os.getgid()), self.said.append
         )
         self.data = os.path.join(self.top, "data")
-        # pg_ctl status: no server until start (3), one after (0).
+        # pg_ctl status: no server (3) unless a test says otherwise.
         self.runner.on(lambda call: call.argv[-1] == "status", fail=3)
+        # The stanza's backups, by pgBackRest's info: 100 MiB databases; 10 GiB free.
+        self.runner.on(lambda call: call.argv[-1] == "info", stdout=info(100 << 20, 80 << 20))
+        self.scratch.free_bytes = lambda path: 10 << 30
 
     def programs(self):
         return [call.argv[4].rsplit("/", 1)[-1] + " " + call.argv[-1] for call in self.runner.calls]
@@ -189,6 +192,11 @@ class Scene:
     def log(self, text):
         with open(os.path.join(self.top, "postgresql.log"), "w") as f:
             f.write(text)
+
+
+def info(*sizes):
+    """pgbackrest --output=json info of a stanza whose backups are of SIZES bytes."""
+    return json.dumps([{"name": "main", "backup": [{"info": {"size": size}} for size in sizes]}]).encode()
 
 
 def first(runner, match, **behaviour):
@@ -211,7 +219,8 @@ def test_build_restores_to_the_moment_aside_and_says_where_the_cluster_listens(s
 
     assert answer["socket_dir"] == scene.top and answer["port"] == 5499
     assert answer["recovered_to"] == "2026-12-06 17:59:29.9+00"
-    restore, start, query = (c.argv for c in scene.runner.calls if c.argv[-1] != "status")
+    asked, restore, start, query = (c.argv for c in scene.runner.calls if c.argv[-1] != "status")
+    assert asked[4:] == ["pgbackrest", "--stanza=main", "--output=json", "info"]
     assert restore[:4] == ["runuser", "-u", "postgres", "--"]
     assert restore[4:] == [
         "pgbackrest",
@@ -250,6 +259,44 @@ def test_build_removes_what_an_earlier_run_left_first(scene):
     assert not os.path.exists(os.path.join(scene.data, "base"))
     # Its server was asked first whether it runs (it did not).
     assert scene.runner.calls[0].argv[-1] == "status"
+
+
+@pytest.mark.parametrize(
+    ("free", "stops"),
+    [((100 << 20) + (10 << 20) + (1 << 30) - 1, True), ((100 << 20) + (10 << 20) + (1 << 30), False)],
+)
+def test_no_restore_starts_without_room_for_the_largest_backup_a_tenth_more_and_wal(scene, free, stops):
+    scene.scratch.free_bytes = lambda path: free if path == scene.top else 0
+    ready(scene)
+    if not stops:
+        pitr.build(scene.scratch, "t")
+        return
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.NO_SPACE
+    assert raised.value.message == (
+        f"only {free >> 20} MiB free in {scene.top}; recovering the cluster there needs about 1134 MiB (its size "
+        "at its largest backup, a tenth more, and WAL to replay); free some space, or set "
+        "db_backup_pitr_scratch_dir on another disk; the live database is unchanged"
+    )
+    assert not [c for c in scene.runner.calls if "restore" in c.argv]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ({"fail": 1, "stderr": "ERROR: [055]: unable to load info file"}, "pgBackRest cannot read the stanza ("),
+        ({"stdout": b"[]"}, "pgBackRest's description of the stanza is unreadable"),
+        ({"stdout": b'[{"backup": [{"info": {}}]}]'}, "pgBackRest's description of the stanza is unreadable"),
+        ({"stdout": info()}, "the stanza main holds no backup to restore from"),
+    ],
+)
+def test_a_stanza_that_cannot_be_read_or_holds_no_backup_stops_before_the_restore(scene, answer, error):
+    first(scene.runner, lambda call: call.argv[-1] == "info", **answer)
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.RESTORE_FAILED and raised.value.message.startswith(error)
+    assert not [c for c in scene.runner.calls if "restore" in c.argv]
 
 
 def test_a_failed_pgbackrest_restore_stops_before_any_server_starts(scene):

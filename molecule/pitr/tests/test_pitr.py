@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from db_backup.backup_helpers import BACKUPS, DB_USER, PostgreSQL, last_log_lines, playbook
+from db_backup.backup_helpers import BACKUPS, DB_NAME, DB_USER, PostgreSQL, last_log_lines, playbook
 from shop_project import COMMANDS, ENGINE_BIN, quote
 
 STANZA = "main"
@@ -221,48 +221,77 @@ def safety_manifests(host):
     return host.run(f"ls {BACKUPS} | grep '_safety\\..*\\.manifest\\.json$' || true").stdout.split()
 
 
-def utc_now(host):
-    """The server's clock, to the microsecond, as --to-time takes it (with its zone)."""
-    return PostgreSQL(host).sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
-
-
-def test_restore_to_a_time_brings_back_what_the_database_held_then(host, probe, run):
-    """restore_db.sh --to-time, as root: the rows committed before the moment are back and
-    none after; the cluster's other database, written after the moment too, is untouched;
-    what the database held before the restore is a safety backup; the scratch cluster is
-    gone."""
+@pytest.fixture
+def writer(host):
+    """A writer committing a numbered row every 100 ms into table pitr_writes of the site's
+    database (one psql session, each INSERT its own transaction), for up to a minute."""
     db = PostgreSQL(host)
-    db.sql("DELETE FROM pitr_probe WHERE n < 100")
+    db.sql(
+        "DROP TABLE IF EXISTS pitr_writes; CREATE TABLE pitr_writes (n int PRIMARY KEY, at timestamptz NOT NULL);"
+        f"ALTER TABLE pitr_writes OWNER TO {SITE_USER}"
+    )
+    loop = (
+        "i=1; while [ $i -le 600 ]; do "
+        'echo "INSERT INTO pitr_writes VALUES ($i, clock_timestamp());"; i=$((i+1)); sleep 0.1; done'
+    )
+    psql = f"runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q"
+    # A session of its own: stop() ends the loop and its psql together.
+    host.run(f"setsid -f sh -c {quote(f'echo $$ > /root/pitr-writer.pid; ({loop}) | {psql}')} >/dev/null 2>&1")
+
+    def stop():
+        host.run("kill -- -$(cat /root/pitr-writer.pid) 2>/dev/null; true")
+
+    yield stop
+    stop()
+
+
+def test_restore_to_a_time_brings_back_every_row_committed_before_it_and_none_after(host, probe, writer, run):
+    """The issue's drill: a writer commits a row every 100 ms; at T the table is dropped;
+    restore_db.sh --to-time T - 1 s (as root) brings back every row committed before T - 1 s
+    and none after. The cluster's other database, written after that moment too, is
+    untouched; what the database held before the restore is a safety backup; nothing of the
+    scratch cluster is left."""
+    db = PostgreSQL(host)
     db.sql("DROP DATABASE IF EXISTS pitr_other", database="postgres")
     db.sql("CREATE DATABASE pitr_other", database="postgres")
-    db.sql("CREATE TABLE other (n int)", database="pitr_other")
-    for n in (1, 2, 3):
-        db.sql(f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
-    db.sql("INSERT INTO other VALUES (1)", database="pitr_other")
-    time.sleep(1.1)
-    target = utc_now(host)
-    time.sleep(1.1)
-    for n in (4, 5):
-        db.sql(f"INSERT INTO pitr_probe VALUES ({n}, clock_timestamp())")
+    db.sql("CREATE TABLE other (n int); INSERT INTO other VALUES (1)", database="pitr_other")
+    time.sleep(4)
+    # T: the rows committed until then, read in the transaction that drops the table.
+    out = db.sql(
+        "BEGIN; SELECT 'row ' || n || ' ' || extract(epoch FROM at) FROM pitr_writes ORDER BY n;"
+        "SELECT 'T ' || extract(epoch FROM clock_timestamp()); DROP TABLE pitr_writes; COMMIT"
+    ).split("\n")
+    writer()  # (its next INSERTs would fail anyway, and must not reach the restored table)
+    (dropped_at,) = (float(line.split()[1]) for line in out if line.startswith("T "))
+    at = {int(line.split()[1]): float(line.split()[2]) for line in out if line.startswith("row ")}
     db.sql("INSERT INTO other VALUES (2)", database="pitr_other")
-    # The moment is archived once a later segment is.
+    assert len(at) >= 25, at  # four seconds of rows at 100 ms
+    target = dropped_at - 1
+    moment = db.sql(f"SELECT to_char(to_timestamp({target}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
     segment = segment_of_now(host)
     db.sql("SELECT pg_switch_wal()")
     wait_archived(host, segment, 60)
     safety_before = safety_manifests(host)
-    count_before = int(db.sql("SELECT count(*) FROM pitr_probe"))
 
-    result = run("restore_db.sh", "--to-time", f"{target}+00:00", "--yes")
+    result = run("restore_db.sh", "--to-time", f"{moment}+00:00", "--yes")
     assert result.rc == 0, result.stdout + result.stderr
-    assert rows(host) == "1,2,3"
+    restored = [int(n) for n in db.sql("SELECT n FROM pitr_writes ORDER BY n").split()]
+    # Every row committed before the moment, and none after: the first rows, in order, up to
+    # the last one written before it (a row's time is read just before its commit: one
+    # within 20 ms of the moment may fall either side).
+    assert restored == list(range(1, len(restored) + 1))
+    assert all(at[n] <= target for n in restored), [(n, at[n] - target) for n in restored if at[n] > target]
+    missing = [n for n in at if n not in restored and at[n] < target - 0.02]
+    assert missing == []
+    print(f"restored {len(restored)} of {len(at)} rows; the last {target - at[restored[-1]]:.3f} s before the moment")
     assert db.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM other", database="pitr_other") == "1,2"
     log = last_log_lines(host, "restore_db", 60)
     assert "the cluster is recovered aside first" in log and "pgBackRest restores the cluster" in log
-    assert f"what it held at {target}" in log
-    # What the database held before (rows 1 to 5 among them) is a safety backup, as after any restore.
+    assert f"what it held at {moment}" in log
+    # What the database held before the restore (no pitr_writes) is a safety backup.
     (safety,) = set(safety_manifests(host)) - set(safety_before)
     tables = json.loads(host.file(f"{BACKUPS}/{safety}").content_string)["tables"]
-    assert next(v for k, v in tables.items() if k.endswith("pitr_probe")) == count_before
+    assert not [k for k in tables if k.endswith("pitr_writes")] and [k for k in tables if k.endswith("pitr_probe")]
     # Nothing is left of the scratch cluster: no directory, no server, no hidden set in db_backups/.
     assert not host.file(SCRATCH_DIR).exists
     assert host.run(f"pgrep -f {SCRATCH_DIR}").rc == 1
