@@ -20,6 +20,7 @@ moment and every path come from root's command line and files.
 
 import datetime
 import errno
+import fcntl
 import grp
 import json
 import os
@@ -27,6 +28,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import sys
 import time
 
@@ -91,11 +93,12 @@ def utc_text(moment):
 
 def requested_time(args):
     """The value given to --to-time in ARGS, None without the option (or
-    without a value: the command's own parsing says so)."""
-    for index, arg in enumerate(args[:-1]):
-        if arg == OPTION:
-            return args[index + 1]
-    return None
+    without a value: the command's own parsing says so). Given twice, it is
+    refused: the two sides must not read two moments."""
+    values = [args[index + 1] for index, arg in enumerate(args[:-1]) if arg == OPTION]
+    if len(values) > 1:
+        raise Failure(Exit.USAGE, f"{OPTION} is given {len(values)} times; give the moment once")
+    return values[0] if values else None
 
 
 # --- the child's side ----------------------------------------------------------------------
@@ -118,11 +121,8 @@ class Channel:
             return None
         return cls(int(found.group(1)), int(found.group(2)))
 
-    def ask(self, log):
-        """The scratch cluster, recovered: {"socket_dir", "port", "target",
-        "recovered_to", "seconds"}. The root side's progress goes into LOG as it
-        comes; its failure is raised as the Failure it names."""
-        os.write(self.write_fd, b'{"ask": "scratch"}\n')
+    def answers(self, log):
+        """The root side's answers, as they come; its progress lines go into LOG."""
         for line in self.reader:
             try:
                 message = json.loads(line)
@@ -132,14 +132,35 @@ class Channel:
                 log.info(str(message["log"]))
             elif "warn" in message:
                 log.warn(str(message["warn"]))
-            elif "ready" in message:
+            else:
+                yield message
+
+    def ask(self, log):
+        """The scratch cluster, recovered: {"socket_dir", "port", "target",
+        "recovered_to", "seconds"}. The root side's progress goes into LOG as it
+        comes; its failure is raised as the Failure it names."""
+        os.write(self.write_fd, (ASK_SCRATCH + "\n").encode())
+        for message in self.answers(log):
+            if "ready" in message:
                 return message["ready"]
-            elif "failed" in message:
+            if "failed" in message:
                 raise Failure(Exit(int(message["failed"]["code"])), str(message["failed"]["message"]))
         raise Failure(
             Exit.INTERNAL,
             "the root side of restore_db.sh --to-time ended without recovering the cluster; nothing was changed",
         )
+
+    def finish(self, log):
+        """The scratch cluster is no longer needed: the root side stops and
+        removes it, and this waits for that (while this side still holds the
+        project's lock, which the next restore to a time waits for)."""
+        try:
+            os.write(self.write_fd, (ASK_REMOVE + "\n").encode())
+        except OSError:
+            return
+        for message in self.answers(log):
+            if "removed" in message:
+                return
 
 
 # --- the root side ---------------------------------------------------------------------------
@@ -150,10 +171,21 @@ def unchanged(text):
 
 
 class Scratch:
-    """The cluster recovered aside, run by postgres: a directory of its own
-    (SETTINGS.scratch_dir: the data directory, its log, and the socket, in a
-    directory only postgres and GROUP can enter), its own port, no TCP, no
-    archiving."""
+    """The cluster recovered aside, run by postgres, in SETTINGS.scratch_dir
+    (TOP), a directory of root's made for it (MARKER says so) below a chain of
+    root's directories:
+
+        TOP/                      root, 0755
+            .djangoops-pitr       root: TOP is this command's, it may be removed
+            postgresql.conf       root:postgres 0640, with pg_hba.conf and pg_ident.conf:
+                                  the cluster's whole configuration (config_file)
+            data/                 postgres, 0700: the data directory, and its log
+            run/                  postgres:GROUP, 0750: the socket, for the project user
+
+    Root writes only in TOP: nothing postgres can write is a path root
+    follows (a link planted there could lead root's writes anywhere)."""
+
+    MARKER = ".djangoops-pitr"
 
     def __init__(self, runner, settings, group_id, postgres, say):
         self.runner = runner
@@ -163,7 +195,10 @@ class Scratch:
         self.say = say  # say(text): a progress line for the child's log
         self.top = settings.scratch_dir
         self.data = os.path.join(self.top, "data")
-        self.logfile = os.path.join(self.top, "postgresql.log")
+        self.socket_dir = os.path.join(self.top, "run")
+        self.config = os.path.join(self.top, "postgresql.conf")
+        self.logfile = os.path.join(self.data, "djangoops-scratch.log")
+        self.root_uid = 0  # who must own TOP and its parents (the tests' own user there)
         self.clock = time.monotonic
         self.sleep = time.sleep
 
@@ -198,24 +233,95 @@ class Scratch:
                 last = failed
         raise Failure(Exit.INTERNAL, f"could not stop the scratch cluster in {self.data}: {last.reason()}")
 
+    def check_parents(self):
+        """Every directory above TOP is root's, and no one else can rename
+        what is in it (not writable by others, or sticky): TOP's path leads
+        where it says."""
+        path = os.path.dirname(os.path.normpath(self.top))
+        while True:
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                info = None
+            if info is not None:
+                loose = info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX
+                if not stat.S_ISDIR(info.st_mode) or info.st_uid != self.root_uid or loose:
+                    raise Failure(
+                        Exit.CONFIG,
+                        unchanged(
+                            f"{path}, above db_backup_pitr_scratch_dir {self.top}, is not a directory of root's that "
+                            "only root can change; the scratch cluster goes below root's directories only"
+                        ),
+                    )
+            if path == "/":
+                return
+            path = os.path.dirname(path)
+
     def remove(self):
-        """Stop it and remove its directory, whatever an earlier run left."""
+        """Stop it and remove TOP, whatever an earlier run left: only a
+        directory this command made (its MARKER there), or an empty one."""
+        try:
+            info = os.lstat(self.top)
+        except FileNotFoundError:
+            return
+        ours = stat.S_ISDIR(info.st_mode) and info.st_uid == self.root_uid
+        if not ours or not (os.path.lexists(os.path.join(self.top, self.MARKER)) or not os.listdir(self.top)):
+            raise Failure(
+                Exit.CONFIG,
+                unchanged(
+                    f"{self.top} (db_backup_pitr_scratch_dir) is there and was not made by restore_db.sh --to-time; "
+                    "it is left as it is: give the scratch cluster a directory of its own"
+                ),
+            )
         self.stop()
-        if os.path.lexists(self.top):
-            shutil.rmtree(self.top)
+        shutil.rmtree(self.top)  # without following links (fd-based on Linux)
 
     def prepare(self):
-        """The directories, empty: the top one postgres's and GROUP's (the
-        project user reaches the socket in it), the data directory postgres's
-        alone."""
+        """TOP made afresh, with its marker, configuration and directories."""
+        self.check_parents()
         self.remove()
-        parent = os.path.dirname(self.top)
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-        os.mkdir(self.top, 0o750)
-        os.chown(self.top, self.postgres[0], self.group_id)
-        os.chmod(self.top, 0o750)
+        os.makedirs(os.path.dirname(self.top), mode=0o755, exist_ok=True)
+        self.check_parents()
+        os.mkdir(self.top, 0o700)
+        self.write(self.MARKER, "restore_db.sh --to-time: a scratch cluster, removed when the restore ends\n", 0o644)
         os.mkdir(self.data, 0o700)
-        os.chown(self.data, *self.postgres)
+        os.chown(self.data, *self.postgres, follow_symlinks=False)
+        os.mkdir(self.socket_dir, 0o750)
+        os.chown(self.socket_dir, self.postgres[0], self.group_id, follow_symlinks=False)
+        os.chmod(self.socket_dir, 0o750, follow_symlinks=False)
+        self.configure()
+        os.chmod(self.top, 0o755)
+
+    def write(self, name, text, mode, group=None):
+        """A file of root's in TOP (GROUP: its group, readable by it)."""
+        fd = os.open(
+            os.path.join(self.top, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode
+        )
+        try:
+            os.write(fd, text.encode())
+            if group is not None:
+                os.fchown(fd, -1, group)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+
+    def configure(self):
+        """The cluster's whole configuration, root's, readable by postgres:
+        socket only, archiving off, the site's database user by its password
+        (as the live server takes it over TCP)."""
+        port = self.settings.scratch_port
+        self.write(
+            "postgresql.conf",
+            "# restore_db.sh --to-time: a scratch cluster, removed when the restore ends\n"
+            f"data_directory = '{self.data}'\nport = {port}\nlisten_addresses = ''\n"
+            f"unix_socket_directories = '{self.socket_dir}'\nunix_socket_permissions = 0777\n"
+            f"hba_file = '{self.top}/pg_hba.conf'\nident_file = '{self.top}/pg_ident.conf'\n"
+            "archive_mode = off\nhot_standby = off\nshared_buffers = 128MB\n",
+            0o640,
+            self.postgres[1],
+        )
+        self.write("pg_hba.conf", "local all postgres peer\nlocal all all md5\n", 0o640, self.postgres[1])
+        self.write("pg_ident.conf", "", 0o640, self.postgres[1])
 
     def check_room(self):
         """Room for the cluster beside the live one, which shares the disk more
@@ -286,40 +392,29 @@ class Scratch:
                 Exit.RESTORE_FAILED, unchanged(f"pgBackRest could not restore the cluster ({failed.reason()})")
             ) from None
 
-    def configure(self):
-        """Its own postgresql.conf and pg_hba.conf (Debian keeps the live ones
-        in /etc): socket only, and the site's database user by its password,
-        as the live server takes it over TCP."""
-        port = self.settings.scratch_port
-        files = {
-            "postgresql.conf": (
-                "# restore_db.sh --to-time: a scratch cluster, removed when the restore ends\n"
-                f"port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{self.top}'\n"
-                "unix_socket_permissions = 0777\n"
-                f"hba_file = '{self.data}/pg_hba.conf'\nident_file = '{self.data}/pg_ident.conf'\n"
-                "archive_mode = off\nhot_standby = off\nshared_buffers = 128MB\n"
-            ),
-            "pg_hba.conf": "local all postgres peer\nlocal all all md5\n",
-            "pg_ident.conf": "",
-        }
-        for name, text in files.items():
-            path = os.path.join(self.data, name)
-            if os.path.lexists(path):
-                os.unlink(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, text.encode())
-                os.fchown(fd, *self.postgres)
-            finally:
-                os.close(fd)
-
     def start(self, target):
         """Start it, replaying the archive up to TARGET (wait_promoted waits
         for the end: with hot_standby off, pg_ctl -w returns once recovery has
         begun). A server that does not start says why, in PostgreSQL's words."""
         self.say(f"the scratch cluster replays the archived WAL up to {target} (port {self.settings.scratch_port})")
         # Given on the command line, these win over the restored postgresql.auto.conf.
-        options = f"-p {self.settings.scratch_port} -k {self.top} -c listen_addresses= -c archive_mode=off"
+        # On the command line, these win over the postgresql.auto.conf restored with the cluster (the live
+        # one's ALTER SYSTEM settings): its memory, its libraries, its subscriptions stay the live cluster's.
+        options = " ".join(
+            [
+                f"-c config_file={self.config}",
+                f"-p {self.settings.scratch_port}",
+                f"-k {self.socket_dir}",
+                "-c listen_addresses=",
+                "-c archive_mode=off",
+                "-c hot_standby=off",
+                "-c shared_buffers=128MB",
+                "-c shared_preload_libraries=",
+                "-c max_logical_replication_workers=0",
+                f"-c hba_file={self.top}/pg_hba.conf",
+                f"-c ident_file={self.top}/pg_ident.conf",
+            ]
+        )
         try:
             self._run(
                 self.pg_ctl("start", "-w", "-t", str(RECOVERY_TIMEOUT), "-l", self.logfile, "-o", options),
@@ -332,10 +427,11 @@ class Scratch:
 
     def why(self, failed):
         """PostgreSQL's FATAL line from the scratch log, else pg_ctl's own."""
+        # Read as postgres: the file is in postgres's directory, where a link could point anywhere.
         try:
-            with open(self.logfile, encoding="utf-8", errors="replace") as f:
-                lines = f.readlines()[-200:]
-        except OSError:
+            result = self._run(self.as_postgres("tail", "-n", "200", self.logfile), QUERY_TIMEOUT)
+            lines = result.stdout.decode("utf-8", "replace").splitlines()
+        except CommandFailed:
             lines = []
         fatal = [line.strip() for line in lines if "FATAL:" in line or "PANIC:" in line]
         if any("recovery ended before configured recovery target was reached" in line for line in fatal):
@@ -359,7 +455,7 @@ class Scratch:
         while True:
             try:
                 result = self._run(
-                    self.as_postgres(psql, "-X", "-At", "-h", self.top, "-p", port, "-d", "postgres", "-c", sql),
+                    self.as_postgres(psql, "-X", "-At", "-h", self.socket_dir, "-p", port, "-d", "postgres", "-c", sql),
                     QUERY_TIMEOUT,
                 )
             except CommandFailed as failed:
@@ -395,7 +491,6 @@ def build(scratch, target, clock=time.monotonic):
     scratch.prepare()
     scratch.check_room()
     scratch.restore(target)
-    scratch.configure()
     scratch.start(target)
     last = scratch.wait_promoted()
     took = clock() - started
@@ -404,7 +499,7 @@ def build(scratch, target, clock=time.monotonic):
         + (f" (its last replayed commit: {last})" if last else "")
     )
     return {
-        "socket_dir": scratch.top,
+        "socket_dir": scratch.socket_dir,
         "port": scratch.settings.scratch_port,
         "target": target,
         "recovered_to": last,
@@ -412,11 +507,53 @@ def build(scratch, target, clock=time.monotonic):
     }
 
 
+ASK_SCRATCH = '{"ask": "scratch"}'
+ASK_REMOVE = '{"ask": "remove"}'
+LOCK_WAIT = 600  # seconds another run's root side may take to remove its scratch cluster
+
+
+class Served:
+    """What the root side has done for its child: building (a recovery runs
+    now: a signal stops it), asked (the child asked, holding the project's
+    lock: only then is the scratch directory this run's to touch), lock (the
+    root side's own, held until the scratch cluster is removed)."""
+
+    def __init__(self):
+        self.building = False
+        self.asked = False
+        self.lock = None
+
+    def release(self):
+        if self.lock is not None:
+            os.close(self.lock)  # closing the descriptor lets the flock go
+            self.lock = None
+
+
+def hold_lock(scratch, served, wait=None, sleep=time.sleep):
+    """The root side's lock, beside TOP in its root-owned parent: a run whose
+    child already let the project's lock go may still be removing its scratch
+    cluster. Failure(LOCKED) after WAIT seconds."""
+    path = os.path.normpath(scratch.top) + ".lock"
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    wait = LOCK_WAIT if wait is None else wait
+    for _second in range(wait + 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sleep(1)
+            continue
+        served.lock = fd
+        return
+    os.close(fd)
+    raise Failure(Exit.LOCKED, unchanged(f"another restore to a time still holds {path} after {wait} s"))
+
+
 def supervise(project, config_dir, args, child_main):
     """restore_db.sh --to-time started as root: fork the child that becomes the
-    project user and runs CHILD_MAIN() (its exit code), recover the scratch
-    cluster when it asks, remove the scratch cluster once it has ended. Returns
-    the child's exit code."""
+    project user and runs CHILD_MAIN() (its exit code); recover the scratch
+    cluster when it asks, remove it when it says it is done (before it lets
+    the project's lock go) or has ended. Returns the child's exit code."""
     # Checked before the fork: a mistyped moment or a missing file is said once.
     settings = config.load_pitr(os.path.join(config_dir, "pitr.json"))
     target = utc_text(parse_time(requested_time(args)))
@@ -425,6 +562,7 @@ def supervise(project, config_dir, args, child_main):
         group_id = grp.getgrnam(project.group).gr_gid if project.group else pwd.getpwnam(project.user).pw_gid
     except KeyError as exc:
         raise Failure(Exit.CONFIG, f"restore_db.sh {OPTION}: no such account or group: {exc}") from None
+    os.umask(0o022)
     to_child_r, to_child_w = os.pipe()
     to_root_r, to_root_w = os.pipe()
     sys.stdout.flush()
@@ -438,71 +576,104 @@ def supervise(project, config_dir, args, child_main):
             os.environ[CHANNEL] = f"{to_child_r},{to_root_w}"
             code = child_main()
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(int(code))
     os.close(to_child_r)
     os.close(to_root_w)
     runner = Runner(env={"PATH": PATH, "LC_ALL": "C.UTF-8"})
-    # [building now, asked at all]: only a run whose child asked (holding the
-    # project's lock) touches the scratch directory, which another run may use.
-    building = [False, False]
+    served = Served()
 
     def on_signal(signum, frame):
-        # A TERM sent to this process is passed on; an INT comes from the
-        # terminal, which sent it to the child too.
-        if signum == signal.SIGTERM:
+        # A TERM or HUP sent to this process is passed on; an INT comes from
+        # the terminal, which sent it to the child too.
+        if signum != signal.SIGINT:
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
-        if building[0]:
+        if served.building:
             runner._on_signal(signum, frame)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in handled}
     scratch = Scratch(
         runner, settings, group_id, (entry.pw_uid, entry.pw_gid), lambda text: _send(to_child_w, {"log": text})
     )
     try:
-        serve(to_root_r, to_child_w, scratch, target, building)
+        serve(to_root_r, to_child_w, scratch, target, served)
         status = _wait(pid)
-    finally:
+    except BaseException as exc:  # a signal between two steps, or a bug: the child stops too
         for signum in previous:
             signal.signal(signum, signal.SIG_IGN)
         try:
-            if building[1]:
-                scratch.remove()
-        except (Failure, CommandFailed, OSError) as exc:
-            print(
-                f"restore_db.sh: could not remove the scratch cluster in {settings.scratch_dir}: {exc}", file=sys.stderr
-            )
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait(pid)
+        if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            status = int(Exit.INTERRUPTED)
+        else:
+            print_error(f"unexpected failure of the root side: {type(exc).__name__}: {exc}")
+            status = int(Exit.INTERNAL)
+    finally:
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        if served.lock is not None:  # this run's scratch cluster, not yet removed
+            remove(scratch, print_error)
+        served.release()
         runner.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return status
 
 
-def serve(read_fd, write_fd, scratch, target, building):
-    """Answer the child's one request; return when it closes its end."""
+def print_error(text):
+    print(f"restore_db.sh: {text}", file=sys.stderr)
+
+
+def remove(scratch, say):
+    """Remove the scratch cluster; a failure is said (SAY), not raised: the
+    restore's own outcome stands."""
+    try:
+        scratch.remove()
+        return True
+    except (Failure, CommandFailed, OSError) as exc:
+        say(f"could not remove the scratch cluster in {scratch.top} ({exc}); stop it and remove it by hand")
+        return False
+
+
+def serve(read_fd, write_fd, scratch, target, served):
+    """Answer the child: the scratch cluster once, its removal once it is
+    done; return when the child closes its end. Any other line is ignored."""
     with os.fdopen(read_fd, "r", encoding="utf-8") as requests:
         for line in requests:
-            if line.strip() != '{"ask": "scratch"}':
-                continue
-            building[0] = building[1] = True
-            try:
-                ready = build(scratch, target)
-            except Failure as failure:
-                _send(write_fd, {"failed": {"code": int(failure.code), "message": failure.message}})
-            except Interrupted as interrupted:
-                _send(
-                    write_fd,
-                    {"failed": {"code": int(Exit.INTERRUPTED), "message": unchanged(f"{interrupted}: stopped")}},
-                )
-            except OSError as exc:
-                message = unchanged(f"could not make the scratch cluster's directory: {exc.strerror or exc}")
-                _send(write_fd, {"failed": {"code": int(Exit.RESTORE_FAILED), "message": message}})
-            else:
-                _send(write_fd, {"ready": ready})
-            finally:
-                building[0] = False
+            request = line.strip()
+            if request == ASK_SCRATCH and not served.asked:
+                served.asked = served.building = True
+                try:
+                    hold_lock(scratch, served)
+                    answer = {"ready": build(scratch, target)}
+                except Failure as failure:
+                    answer = {"failed": {"code": int(failure.code), "message": failure.message}}
+                except Interrupted as interrupted:
+                    answer = {
+                        "failed": {"code": int(Exit.INTERRUPTED), "message": unchanged(f"{interrupted}: stopped")}
+                    }
+                except OSError as exc:
+                    message = unchanged(f"could not make the scratch cluster's directory: {exc.strerror or exc}")
+                    answer = {"failed": {"code": int(Exit.RESTORE_FAILED), "message": message}}
+                finally:
+                    served.building = False
+                if "failed" in answer and served.lock is not None:
+                    remove(scratch, lambda text: _send(write_fd, {"warn": text}))
+                    served.release()
+                _send(write_fd, answer)
+            elif request == ASK_REMOVE and served.asked:
+                if served.lock is not None and remove(scratch, lambda text: _send(write_fd, {"warn": text})):
+                    scratch.say("the scratch cluster is stopped and removed")
+                served.release()
+                _send(write_fd, {"removed": True})
     os.close(write_fd)
 
 
@@ -512,4 +683,6 @@ def _wait(pid):
             status = os.waitpid(pid, 0)[1]
         except InterruptedError:
             continue
+        except ChildProcessError:
+            return int(Exit.INTERNAL)
         return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

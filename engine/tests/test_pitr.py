@@ -4,6 +4,7 @@ channel to the project user's side, and the scratch cluster, its every program
 writes are real, in tmp_path."""
 
 import datetime
+import fcntl
 import json
 import os
 import signal
@@ -74,6 +75,14 @@ def test_the_option_is_found_with_its_value_only():
     assert pitr.requested_time(["--yes", "--to-time", "2026-12-06 17:59"]) == "2026-12-06 17:59"
     assert pitr.requested_time(["--yes", "--to-time"]) is None
     assert pitr.requested_time(["latest", "--yes"]) is None
+
+
+def test_a_moment_given_twice_is_refused():
+    """The two sides parse the command line apart: they must not read two moments."""
+    with pytest.raises(Failure) as raised:
+        pitr.requested_time(["--to-time", "2026-12-01 10:00", "--yes", "--to-time", "2026-12-06 17:59"])
+    assert raised.value.code == Exit.USAGE
+    assert raised.value.message == "--to-time is given 2 times; give the moment once"
 
 
 # --- the values file ---------------------------------------------------------------------------
@@ -169,29 +178,40 @@ def test_the_channel_comes_from_the_environment_once(monkeypatch):
 
 
 class Scene:
-    """A Scratch in tmp_path, owned by the test's own user, with a FakeRunner."""
+    """A Scratch in tmp_path (whose parents are the test's own user's: it stands for root),
+    with a FakeRunner; the ownerships it gives are recorded in .chowns, not given."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, monkeypatch):
         self.top = str(tmp_path / "pitr" / "shop")
         self.settings = config.Pitr("main", "/usr/lib/postgresql/15/bin", self.top, 5499)
         self.runner = FakeRunner()
         self.said = []
-        self.scratch = pitr.Scratch(
-            self.runner, self.settings, os.getgid(), (os.getuid(), os.getgid()), self.said.append
-        )
+        self.scratch = pitr.Scratch(self.runner, self.settings, GROUP, POSTGRES, self.said.append)
+        self.scratch.root_uid = os.getuid()
         self.data = os.path.join(self.top, "data")
+        self.run_dir = os.path.join(self.top, "run")
+        self.chowns = []
+        monkeypatch.setattr(pitr.os, "chown", lambda path, uid, gid, **kw: self.chowns.append((path, uid, gid)))
+        monkeypatch.setattr(pitr.os, "fchown", lambda fd, uid, gid: self.chowns.append(("fd", uid, gid)))
         # pg_ctl status: no server (3) unless a test says otherwise.
         self.runner.on(lambda call: call.argv[-1] == "status", fail=3)
         # The stanza's backups, by pgBackRest's info: 100 MiB databases; 10 GiB free.
         self.runner.on(lambda call: call.argv[-1] == "info", stdout=info(100 << 20, 80 << 20))
         self.scratch.free_bytes = lambda path: 10 << 30
 
-    def programs(self):
-        return [call.argv[4].rsplit("/", 1)[-1] + " " + call.argv[-1] for call in self.runner.calls]
-
     def log(self, text):
-        with open(os.path.join(self.top, "postgresql.log"), "w") as f:
-            f.write(text)
+        """What the scratch cluster's log ends with (read by tail, as postgres)."""
+        first(self.runner, lambda call: call.argv[4] == "tail", stdout=text.encode())
+
+    def leftover(self):
+        """What an earlier run left: its marker, a data directory with a file."""
+        os.makedirs(os.path.join(self.data, "base"))
+        open(os.path.join(self.top, pitr.Scratch.MARKER), "w").close()
+        open(os.path.join(self.data, "base", "leftover"), "w").close()
+
+
+POSTGRES = (70001, 70002)  # postgres's uid and gid, as given to the chowns
+GROUP = 70003  # the project's group
 
 
 def info(*sizes):
@@ -205,8 +225,8 @@ def first(runner, match, **behaviour):
 
 
 @pytest.fixture
-def scene(tmp_path):
-    return Scene(tmp_path)
+def scene(tmp_path, monkeypatch):
+    return Scene(tmp_path, monkeypatch)
 
 
 def ready(scene, last="2026-12-06 17:59:29.9+00"):
@@ -217,8 +237,9 @@ def test_build_restores_to_the_moment_aside_and_says_where_the_cluster_listens(s
     ready(scene)
     answer = pitr.build(scene.scratch, "2026-12-06 17:59:30.000000+00")
 
-    assert answer["socket_dir"] == scene.top and answer["port"] == 5499
+    assert answer["socket_dir"] == scene.run_dir and answer["port"] == 5499
     assert answer["recovered_to"] == "2026-12-06 17:59:29.9+00"
+    assert answer["target"] == "2026-12-06 17:59:30.000000+00"
     asked, restore, start, query = (c.argv for c in scene.runner.calls if c.argv[-1] != "status")
     assert asked[4:] == ["pgbackrest", "--stanza=main", "--output=json", "info"]
     assert restore[:4] == ["runuser", "-u", "postgres", "--"]
@@ -234,31 +255,79 @@ def test_build_restores_to_the_moment_aside_and_says_where_the_cluster_listens(s
         "restore",
     ]
     assert start[4:8] == ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", scene.data, "start"]
-    options = start[start.index("-o") + 1]
-    assert options == f"-p 5499 -k {scene.top} -c listen_addresses= -c archive_mode=off"
-    assert query[query.index("-h") + 1 : query.index("-h") + 4] == [scene.top, "-p", "5499"]
-    # Its own configuration: socket only, archiving off, passwords for all but postgres.
-    conf = open(os.path.join(scene.data, "postgresql.conf")).read()
+    options = (" " + start[start.index("-o") + 1]).split(" -")
+    # On its command line, over what the restored postgresql.auto.conf says.
+    for option in (
+        f"c config_file={scene.top}/postgresql.conf",
+        "p 5499",
+        f"k {scene.run_dir}",
+        "c listen_addresses=",
+        "c archive_mode=off",
+        "c hot_standby=off",
+        "c shared_buffers=128MB",
+        "c shared_preload_libraries=",
+        "c max_logical_replication_workers=0",
+        f"c hba_file={scene.top}/pg_hba.conf",
+    ):
+        assert option in options, (option, options)
+    assert query[query.index("-h") + 1 : query.index("-h") + 4] == [scene.run_dir, "-p", "5499"]
+    # Its configuration is root's, in root's directory, for postgres to read.
+    conf = open(os.path.join(scene.top, "postgresql.conf")).read()
     assert "port = 5499\n" in conf and "listen_addresses = ''\n" in conf and "archive_mode = off\n" in conf
-    assert open(os.path.join(scene.data, "pg_hba.conf")).read() == "local all postgres peer\nlocal all all md5\n"
+    assert "hot_standby = off\n" in conf and f"data_directory = '{scene.data}'\n" in conf
+    assert open(os.path.join(scene.top, "pg_hba.conf")).read() == "local all postgres peer\nlocal all all md5\n"
     for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
-        assert stat.S_IMODE(os.stat(os.path.join(scene.data, name)).st_mode) == 0o600
-    # The project group reaches the socket; only postgres the data.
-    assert stat.S_IMODE(os.stat(scene.top).st_mode) == 0o750
+        assert stat.S_IMODE(os.stat(os.path.join(scene.top, name)).st_mode) == 0o640
+    assert ("fd", -1, POSTGRES[1]) in scene.chowns
+    # postgres owns the data alone; the socket's directory is postgres's and the project group's.
+    assert (scene.data, *POSTGRES) in scene.chowns and (scene.run_dir, POSTGRES[0], GROUP) in scene.chowns
+    assert [c for c in scene.chowns if c[0] == scene.top] == []
+    assert stat.S_IMODE(os.stat(scene.top).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(scene.data).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(scene.run_dir).st_mode) == 0o750
+    assert os.path.isfile(os.path.join(scene.top, pitr.Scratch.MARKER))
     assert scene.said[0].startswith("pgBackRest restores the cluster (stanza main)")
     assert "recovered to 2026-12-06 17:59:30.000000+00 in " in scene.said[-1]
 
 
 def test_build_removes_what_an_earlier_run_left_first(scene):
-    os.makedirs(os.path.join(scene.data, "base"))
-    open(os.path.join(scene.data, "base", "leftover"), "w").close()
-    open(os.path.join(scene.data, "pg_hba.conf"), "w").close()
+    scene.leftover()
     ready(scene)
     pitr.build(scene.scratch, "t")
     assert not os.path.exists(os.path.join(scene.data, "base"))
     # Its server was asked first whether it runs (it did not).
     assert scene.runner.calls[0].argv[-1] == "status"
+
+
+@pytest.mark.parametrize("kind", ["foreign", "link"])
+def test_a_scratch_directory_this_command_did_not_make_is_left_as_it_is(scene, tmp_path, kind):
+    """A mistyped db_backup_pitr_scratch_dir (another cluster's, say) is never removed."""
+    if kind == "foreign":
+        os.makedirs(os.path.join(scene.top, "base"))
+    else:
+        os.makedirs(os.path.dirname(scene.top))
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / pitr.Scratch.MARKER).write_text("")
+        os.symlink(tmp_path / "elsewhere", scene.top)
+    ready(scene)
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.CONFIG
+    assert "was not made by restore_db.sh --to-time; it is left as it is" in raised.value.message
+    assert os.path.lexists(scene.top) and scene.runner.calls == []
+
+
+def test_the_scratch_directory_goes_below_directories_only_root_can_change(scene, tmp_path):
+    (tmp_path / "pitr").mkdir()
+    os.chmod(tmp_path / "pitr", 0o777)
+    with pytest.raises(Failure) as raised:
+        pitr.build(scene.scratch, "t")
+    assert raised.value.code == Exit.CONFIG
+    assert raised.value.message.startswith(f"{tmp_path / 'pitr'}, above db_backup_pitr_scratch_dir {scene.top}, is")
+    # Sticky, as /tmp is: no one renames what root put there.
+    os.chmod(tmp_path / "pitr", 0o1777)
+    ready(scene)
+    pitr.build(scene.scratch, "t")
 
 
 @pytest.mark.parametrize(
@@ -313,13 +382,11 @@ def test_a_failed_pgbackrest_restore_stops_before_any_server_starts(scene):
 
 
 def test_a_recovery_that_ends_before_the_moment_says_the_archive_ends_earlier(scene):
-    def crash(call):
-        scene.log(
-            "LOG:  starting point-in-time recovery to 2026-12-06 17:59:30+00\n"
-            "FATAL:  recovery ended before configured recovery target was reached\n"
-        )
-
-    scene.runner.on(lambda call: "start" in call.argv, fail=1, effect=crash, stderr="pg_ctl: could not start server")
+    scene.log(
+        "LOG:  starting point-in-time recovery to 2026-12-06 17:59:30+00\n"
+        "FATAL:  recovery ended before configured recovery target was reached\n"
+    )
+    scene.runner.on(lambda call: "start" in call.argv, fail=1, stderr="pg_ctl: could not start server")
     with pytest.raises(Failure) as raised:
         pitr.build(scene.scratch, "t")
     assert raised.value.code == Exit.RESTORE_FAILED
@@ -328,11 +395,8 @@ def test_a_recovery_that_ends_before_the_moment_says_the_archive_ends_earlier(sc
 
 
 def test_another_fatal_error_of_the_recovery_is_quoted(scene):
-    scene.runner.on(
-        lambda call: "start" in call.argv,
-        fail=1,
-        effect=lambda call: scene.log("2026-12-07 LOG: x\n2026-12-07 FATAL:  could not locate required checkpoint\n"),
-    )
+    scene.log("2026-12-07 LOG: x\n2026-12-07 FATAL:  could not locate required checkpoint\n")
+    scene.runner.on(lambda call: "start" in call.argv, fail=1)
     with pytest.raises(Failure) as raised:
         pitr.build(scene.scratch, "t")
     assert "did not recover: FATAL:  could not locate required checkpoint" in raised.value.message
@@ -359,11 +423,9 @@ def test_the_recovery_is_waited_for_until_the_cluster_is_promoted(scene):
 
 
 def test_a_server_that_stops_while_recovering_is_reported_in_its_own_words(scene):
+    scene.log("FATAL:  recovery ended before configured recovery target was reached\n")
     scene.runner.on(
-        lambda call: "psql" in call.argv[4],
-        fail=2,
-        stderr="connection to server failed: No such file or directory",
-        effect=lambda call: scene.log("FATAL:  recovery ended before configured recovery target was reached\n"),
+        lambda call: "psql" in call.argv[4], fail=2, stderr="connection to server failed: No such file or directory"
     )
     with pytest.raises(Failure) as raised:
         pitr.build(scene.scratch, "t")
@@ -383,7 +445,7 @@ def test_a_recovery_that_never_ends_is_given_up_at_the_deadline(scene, monkeypat
 
 
 def test_remove_stops_a_running_server_fast_then_immediately(scene):
-    os.makedirs(scene.data)
+    scene.leftover()
     scene.runner.rules.clear()
     scene.runner.on(lambda call: call.argv[-1] == "status")  # running
     scene.runner.on(lambda call: "fast" in call.argv, fail=1, stderr="pg_ctl: server does not shut down")
@@ -393,7 +455,7 @@ def test_remove_stops_a_running_server_fast_then_immediately(scene):
 
 
 def test_a_server_that_cannot_be_stopped_is_not_removed_from_under_it(scene):
-    os.makedirs(scene.data)
+    scene.leftover()
     scene.runner.rules.clear()
     scene.runner.on(lambda call: call.argv[-1] == "status")
     scene.runner.on(lambda call: "stop" in call.argv, fail=1, stderr="pg_ctl: server does not shut down")
@@ -412,8 +474,7 @@ def serve_with(scene, monkeypatch, requests, build):
     to_child_r, to_child_w = os.pipe()
     os.write(to_root_w, requests.encode())
     os.close(to_root_w)
-    building = [False, False]
-    pitr.serve(to_root_r, to_child_w, scene.scratch, "t", building)
+    pitr.serve(to_root_r, to_child_w, scene.scratch, "t", pitr.Served())
     with os.fdopen(to_child_r) as f:
         return [json.loads(line) for line in f]
 
@@ -532,3 +593,61 @@ def test_a_term_to_the_root_side_stops_its_recovery_and_reaches_the_child(root_s
     assert len(root_side.built) == 1 and len(root_side.removed) == 1
     # The handlers are the test's own again.
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def flocked(path):
+    """Whether another descriptor holds a flock on PATH."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_the_scratch_cluster_is_removed_when_the_child_is_done_and_the_lock_let_go(scene, monkeypatch):
+    removed, held = [], []
+    lock = scene.top + ".lock"
+
+    def remove(scratch):
+        removed.append(scratch.top)
+        held.append(flocked(lock))
+
+    monkeypatch.setattr(pitr.Scratch, "remove", remove)
+    answers = serve_with(scene, monkeypatch, pitr.ASK_SCRATCH + "\n" + pitr.ASK_REMOVE + "\n", lambda s, t: {"port": 1})
+    assert answers == [{"ready": {"port": 1}}, {"removed": True}]
+    assert scene.said == ["the scratch cluster is stopped and removed"]
+    # Removed once, under the root side's own lock, which then went.
+    assert removed == [scene.top] and held == [True]
+    assert not flocked(lock)
+
+
+def test_a_failed_recovery_is_removed_at_once_and_its_lock_let_go(scene, monkeypatch):
+    removed = []
+    monkeypatch.setattr(pitr.Scratch, "remove", lambda scratch: removed.append(scratch.top))
+
+    def build(scratch, target):
+        raise Failure(Exit.RESTORE_FAILED, "pgBackRest could not restore")
+
+    answers = serve_with(scene, monkeypatch, pitr.ASK_SCRATCH + "\n" + pitr.ASK_REMOVE + "\n", build)
+    assert answers[0]["failed"]["code"] == 9 and answers[-1] == {"removed": True}
+    assert removed == [scene.top] and not flocked(scene.top + ".lock")
+
+
+def test_another_runs_scratch_cluster_is_waited_for_then_left_alone(scene, monkeypatch):
+    """A run whose child let the project's lock go may still be removing its scratch cluster."""
+    removed = []
+    monkeypatch.setattr(pitr.Scratch, "remove", lambda scratch: removed.append(scratch.top))
+    monkeypatch.setattr(pitr, "LOCK_WAIT", 1)
+    os.makedirs(os.path.dirname(scene.top), exist_ok=True)
+    other = os.open(scene.top + ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        answers = serve_with(scene, monkeypatch, pitr.ASK_SCRATCH + "\n" + pitr.ASK_REMOVE + "\n", lambda s, t: {})
+    finally:
+        os.close(other)
+    assert answers[0]["failed"]["code"] == Exit.LOCKED
+    assert "another restore to a time still holds" in answers[0]["failed"]["message"]
+    assert removed == []

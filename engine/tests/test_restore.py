@@ -8,6 +8,7 @@ database, which engine methods ran and which did not (the live and set-aside
 databases are never dropped), the files left in db_backups/ and MEDIA_ROOT."""
 
 import dataclasses
+import fcntl
 import gzip
 import io
 import json
@@ -1591,22 +1592,40 @@ def test_from_without_repositories_exits_3(env):
 # --- --to-time: the project user's side (the root side is pitr.py's, test_pitr.py) ----------
 
 MOMENT = "2026-12-06 17:59:30+00:00"
-READY = {"socket_dir": "/var/lib/postgresql/djangoops-pitr/shop", "port": 5499, "target": "t", "recovered_to": ""}
+UTC_MOMENT = "2026-12-06 17:59:30.000000+00"
+READY = {"socket_dir": "/var/lib/djangoops-pitr/shop/run", "port": 5499, "target": UTC_MOMENT, "recovered_to": ""}
 
 
 @pytest.fixture
 def root_side(env, monkeypatch):
     """The pipes the root side opens, its answers written beforehand (MESSAGES, a list to
     fill before the run); what the child asked is in .asked() afterwards. The scratch
-    cluster's engine is the fixture's engine, its connection noted in .elsewhere."""
-    side = types.SimpleNamespace(messages=[], elsewhere=[])
+    cluster's engine is .scratch, an engine of its own, its connection noted in .elsewhere;
+    .locked_at_ask says whether the backups lock was held when the child asked."""
+    side = types.SimpleNamespace(messages=[], elsewhere=[], locked_at_ask=[])
+    side.scratch = FakeEngine(env.runner, env.context.log)
     to_child_r, to_child_w = os.pipe()
     to_root_r, to_root_w = os.pipe()
     monkeypatch.setenv(pitr.CHANNEL, f"{to_child_r},{to_root_w}")
 
     def elsewhere(host, port):
         side.elsewhere.append((host, port))
-        return env.engine
+        return side.scratch
+
+    real_ask = pitr.Channel.ask
+
+    def ask(channel, log):
+        lock = os.open(os.path.join(env.backups, ".lock"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            side.locked_at_ask.append(False)
+        except BlockingIOError:
+            side.locked_at_ask.append(True)
+        finally:
+            os.close(lock)
+        return real_ask(channel, log)
+
+    monkeypatch.setattr(pitr.Channel, "ask", ask)
 
     monkeypatch.setattr(env.engine, "elsewhere", elsewhere, raising=False)
     real_run = env.run
@@ -1628,14 +1647,28 @@ def root_side(env, monkeypatch):
 
 
 def test_to_time_takes_the_database_from_the_recovered_cluster_and_swaps_it_in(env, root_side):
-    root_side.messages = [{"log": "pgBackRest restores the cluster"}, {"ready": READY}]
+    root_side.messages = [
+        {"log": "pgBackRest restores the cluster"},
+        {"ready": READY},
+        {"log": "the scratch cluster is stopped and removed"},
+        {"removed": True},
+    ]
     assert root_side.run("--to-time", MOMENT, "--yes") == Exit.OK
 
-    assert root_side.asked() == '{"ask": "scratch"}\n'
+    # Asked under the lock; told to remove the scratch cluster before the swap.
+    assert root_side.asked() == '{"ask": "scratch"}\n{"ask": "remove"}\n'
+    assert root_side.locked_at_ask == [True]
+    messages = env.messages()
+    assert messages.index("the scratch cluster is stopped and removed") < messages.index(
+        'restore: swapping: database "shop" is set aside and djangoops_restore_shop takes its name, in one step'
+    )
     assert root_side.elsewhere == [(READY["socket_dir"], "5499")]
     assert env.states() == ["checking", "loading", "swapping", "swapped", "saving", "done"]
-    # Dumped from the recovered cluster under the live database's name, then the set-aside one.
-    assert env.engine.args_of("dump_stage") == [(LIVE,), (env.engine.aside(),)]
+    # Dumped from the recovered cluster under the live database's name; from the live one, only the
+    # set-aside database (the safety backup).
+    assert root_side.scratch.names() == ["check_connection", "snapshot_begin", "dump_stage", "snapshot_counts"]
+    assert root_side.scratch.args_of("dump_stage") == [(LIVE,)]
+    assert env.engine.args_of("dump_stage") == [(env.engine.aside(),)]
     (loaded,) = env.engine.args_of("load")
     assert re.search(r"/\.pitr-\d+\.partial/shop_\d{8}T\d{6}Z_pitr\.sql\.gz$", loaded[0]), loaded
     assert "pgBackRest restores the cluster" in env.messages("INFO")
@@ -1668,10 +1701,9 @@ def test_to_time_a_failed_dump_from_the_recovered_cluster_leaves_the_live_databa
     error = env.messages("ERROR")[0]
     assert error.startswith(f'taking database "{LIVE}" from the recovered cluster failed: pg_dump failed')
     assert error.endswith(UNCHANGED)
-    # Only the recovered cluster (the fixture's engine stands for both) was asked anything.
-    assert env.engine.names() == ["check_connection", "snapshot_begin", "dump_stage", "snapshot_abandon"]
-    assert [n for n in env.files() if n != ".lock"] == env.published
-    assert env.safety_sets() == []
+    assert root_side.scratch.names() == ["check_connection", "snapshot_begin", "dump_stage", "snapshot_abandon"]
+    assert root_side.asked() == '{"ask": "scratch"}\n{"ask": "remove"}\n'
+    assert_live_untouched(env)
 
 
 @pytest.mark.parametrize(
@@ -1688,6 +1720,17 @@ def test_to_time_a_failed_dump_from_the_recovered_cluster_leaves_the_live_databa
 def test_to_time_refuses_a_bad_request_before_anything_changes(env, args, code, error):
     assert env.run(*args, "--yes") == code
     assert env.messages("ERROR")[0].startswith(error)
+    assert_live_untouched(env)
+
+
+def test_to_time_refuses_a_cluster_recovered_to_another_moment(env, root_side):
+    root_side.messages = [{"ready": {**READY, "target": "2026-12-01 10:00:00.000000+00"}}]
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.INTERNAL
+    assert env.messages("ERROR")[0] == (
+        f'the cluster was recovered to 2026-12-01 10:00:00.000000+00, not to {UTC_MOMENT}; database "shop" is unchanged'
+    )
+    assert root_side.elsewhere == []
+    assert root_side.asked() == '{"ask": "scratch"}\n{"ask": "remove"}\n'
     assert_live_untouched(env)
 
 

@@ -515,19 +515,29 @@ def _restore_to_time(context, options, database, offsite, engine, wait):
     backup.remove_stale_partials(context)
     context.log.info(f"restore to a time: {options.to_time!r} is {moment}; the cluster is recovered aside first")
     ready = channel.ask(context.log)
-    scratch = engine.elsewhere(str(ready["socket_dir"]), str(ready["port"]))
-    staging = os.path.join(context.project.backups_dir, f".pitr-{os.getpid()}.partial")
-    os.mkdir(staging, 0o700)
-    context.cleanup_on_exit(staging)
     try:
-        scratch.check_connection()
-        name = backup.take(context, database, offsite, scratch, live, directory=staging, kind="pitr")
-    except Failure as failure:
-        raise Failure(
-            Exit.RESTORE_FAILED,
-            f'taking database "{live}" from the recovered cluster failed: {failure.message}; '
-            f'database "{live}" is unchanged',
-        ) from None
+        if ready.get("target") != moment:
+            raise Failure(
+                Exit.INTERNAL,
+                f'the cluster was recovered to {ready.get("target")}, not to {moment}; database "{live}" is unchanged',
+            )
+        staging = os.path.join(context.project.backups_dir, f".pitr-{os.getpid()}.partial")
+        os.mkdir(staging, 0o700)
+        context.cleanup_on_exit(staging)
+        try:
+            scratch = engine.elsewhere(str(ready["socket_dir"]), str(ready["port"]))
+            scratch.check_connection()
+            name = backup.take(context, database, offsite, scratch, live, directory=staging, kind="pitr")
+        except Failure as failure:
+            raise Failure(
+                Exit.RESTORE_FAILED,
+                f'taking database "{live}" from the recovered cluster failed: {failure.message}; '
+                f'database "{live}" is unchanged',
+            ) from None
+    finally:
+        # Once its database is taken (or not), the scratch cluster goes, before the swap: the
+        # set holds what the restore needs, and the next restore to a time may have the room.
+        channel.finish(context.log)
     path = os.path.join(staging, name)
     checked = common.check_backup(context, path, database)
     Restore(context, database, offsite, engine).run(path, options, checked)

@@ -19,7 +19,7 @@ SCRATCH = "/var/lib/postgresql/pitr-scratch"
 SCRATCH_PORT = 5498
 SITE_USER = '"' + DB_USER.replace('"', '""') + '"'
 # Where restore_db.sh --to-time recovers the cluster (the role's default for project shop).
-SCRATCH_DIR = "/var/lib/postgresql/djangoops-pitr/shop"
+SCRATCH_DIR = "/var/lib/djangoops-pitr/shop"
 
 
 def pgbackrest(host, *args, check=True):

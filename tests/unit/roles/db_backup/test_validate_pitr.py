@@ -23,7 +23,7 @@ GOOD = {
     "db_backup_pitr": True,
     "db_backup_pitr_cipher_pass": "a passphrase of twenty-some characters",
     # The default, as the role renders it for project shop (the cases' values are not templated).
-    "db_backup_pitr_scratch_dir": "/var/lib/postgresql/djangoops-pitr/shop",
+    "db_backup_pitr_scratch_dir": "/var/lib/djangoops-pitr/shop",
 }
 CASES = {
     "good": ({}, None),
