@@ -44,7 +44,9 @@ def table(role):
         for key, option in (spec.get("options") or {}).items():
             extra = " *(required)*" if option.get("required") else ""
             description += f"<br>`{key}`{extra}: " + " ".join(inline(line) for line in option.get("description", []))
-        rows.append(f"| `{name}` | {kind} | {default} | {description} |")
+        # A '|' in a cell (a Jinja filter in a default) would end it: GitHub reads '\|' as the character.
+        cells = [f"`{name}`", kind, default, description]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows)
 
 

@@ -9,6 +9,7 @@ then does it read anything that user can write (the other values files are
 root's too, but read after the switch: nothing in them can raise privileges).
 """
 
+import functools
 import os
 import sys
 
@@ -22,7 +23,7 @@ CONFIG_ROOT = "/etc/djangoops"
 def _commands():
     # Imported here, once the process runs as the project user, and only the
     # one command that runs.
-    from .commands import backup, jobs, listing, offsite_commands, restore, verify
+    from .commands import backup, jobs, listing, offsite_commands, pitr_backup, restore, verify
 
     return {
         "backup_db": backup.main,
@@ -32,6 +33,7 @@ def _commands():
         "push_db_backups": offsite_commands.push,
         "fetch_db_backup": offsite_commands.fetch,
         "check_offsite": offsite_commands.check,
+        "pitr_backup_db": pitr_backup.main,
         None: jobs.main,  # any other name: a scheduled job of jobs.json
     }
 
@@ -49,12 +51,14 @@ def main(argv, engine_dir):
     try:
         # As root, read_values() refuses a file that anyone but root can change.
         project = config.load_project(os.path.join(config_dir, "project.json"))
-        if script == "restore_db" and privileges.is_root() and pitr.requested_time(argv[1:]) is not None:
+        child = functools.partial(_run, script, project, config_dir, engine_dir, argv)
+        if privileges.is_root() and script == "restore_db" and pitr.requested_time(argv[1:]) is not None:
             # The root side recovers the cluster aside; the child it forks runs the restore below.
-            return pitr.supervise(
-                project, config_dir, argv[1:], lambda: _run(script, project, config_dir, engine_dir, argv)
-            )
-        return _run(script, project, config_dir, engine_dir, argv)
+            return pitr.restore_to_time(project, config_dir, argv[1:], child)
+        if privileges.is_root() and script == "pitr_backup_db":
+            # The root side runs pgBackRest; the child logs it, writes its metrics and pings.
+            return pitr.pitr_backup(project, config_dir, argv[1:], child)
+        return child()
     except Failure as failure:
         print(f"{script}: {failure.message}", file=sys.stderr)
         return int(failure.code)

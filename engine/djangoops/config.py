@@ -63,6 +63,7 @@ class Pitr:
     pg_bin: str
     scratch_dir: str
     scratch_port: int
+    full_every_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,8 @@ def load_pitr(path):
     pg_bin: str, absolute path of the cluster's version's programs (pg_ctl)
     scratch_dir: str, absolute path where a restore to a time recovers the cluster aside
     scratch_port: int 1-65535, the port the recovered cluster listens on (its socket only)
+    full_every_days: int 1-366, how old the newest full backup may be before pitr_backup_db.sh
+        --type auto takes a full one rather than a differential one
     """
     values = _Object(_file(path), read_values(path))
     pitr = Pitr(
@@ -263,6 +266,7 @@ def load_pitr(path):
         pg_bin=values.string("pg_bin", rule=PLAIN_PATH),
         scratch_dir=values.string("scratch_dir", rule=PLAIN_PATH),
         scratch_port=values.number("scratch_port", 1, 65535),
+        full_every_days=values.number("full_every_days", 1, 366),
     )
     if pitr.scratch_dir.rstrip("/").count("/") < 2:
         values.fail("scratch_dir", "is too close to / for a directory the restore removes")

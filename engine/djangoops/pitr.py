@@ -42,6 +42,12 @@ RESTORE_TIMEOUT = 12 * 3600  # pgBackRest copying the backup and its WAL
 RECOVERY_TIMEOUT = 12 * 3600  # the scratch cluster replaying WAL up to the moment
 STOP_TIMEOUT = 120
 QUERY_TIMEOUT = 60
+# What the child asks the root side, one line each.
+ASK_SCRATCH = '{"ask": "scratch"}'
+ASK_REMOVE = '{"ask": "remove"}'
+ASK_BACKUP = '{"ask": "backup"}'
+BACKUP_TYPES = ("auto", "full", "diff", "incr")
+BACKUP_TIMEOUT = 24 * 3600
 WAL_ROOM = 1 << 30  # bytes: PostgreSQL's default max_wal_size, for the WAL a recovery replays
 POLL = 0.5  # seconds between two questions to a cluster still recovering
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -135,20 +141,23 @@ class Channel:
             else:
                 yield message
 
+    def request(self, ask, answer, log, what):
+        """Send ASK; return the root side's ANSWER (a dict), raising its failure
+        as the Failure it names. WHAT: what the root side was to do, for the
+        message when it ends without an answer."""
+        os.write(self.write_fd, (ask + "\n").encode())
+        for message in self.answers(log):
+            if answer in message:
+                return message[answer]
+            if "failed" in message:
+                raise Failure(Exit(int(message["failed"]["code"])), str(message["failed"]["message"]))
+        raise Failure(Exit.INTERNAL, f"the root side ended without {what}; nothing was changed")
+
     def ask(self, log):
         """The scratch cluster, recovered: {"socket_dir", "port", "target",
         "recovered_to", "seconds"}. The root side's progress goes into LOG as it
         comes; its failure is raised as the Failure it names."""
-        os.write(self.write_fd, (ASK_SCRATCH + "\n").encode())
-        for message in self.answers(log):
-            if "ready" in message:
-                return message["ready"]
-            if "failed" in message:
-                raise Failure(Exit(int(message["failed"]["code"])), str(message["failed"]["message"]))
-        raise Failure(
-            Exit.INTERNAL,
-            "the root side of restore_db.sh --to-time ended without recovering the cluster; nothing was changed",
-        )
+        return self.request(ASK_SCRATCH, "ready", log, "recovering the cluster")
 
     def finish(self, log):
         """The scratch cluster is no longer needed: the root side stops and
@@ -203,11 +212,10 @@ class Scratch:
         self.sleep = time.sleep
 
     def _run(self, argv, timeout, ok_codes=(0,)):
-        # From /: postgres may not enter root's working directory.
-        return self.runner.run(argv, timeout=timeout, ok_codes=ok_codes, stdout=CAPTURE, cwd="/")
+        return run_quiet(self.runner, argv, timeout, ok_codes)
 
     def as_postgres(self, *argv):
-        return ["runuser", "-u", "postgres", "--", *argv]
+        return as_postgres(*argv)
 
     def pg_ctl(self, *args):
         return self.as_postgres(os.path.join(self.settings.pg_bin, "pg_ctl"), "-D", self.data, *args)
@@ -507,8 +515,6 @@ def build(scratch, target, clock=time.monotonic):
     }
 
 
-ASK_SCRATCH = '{"ask": "scratch"}'
-ASK_REMOVE = '{"ask": "remove"}'
 LOCK_WAIT = 600  # seconds another run's root side may take to remove its scratch cluster
 
 
@@ -549,14 +555,40 @@ def hold_lock(scratch, served, wait=None, sleep=time.sleep):
     raise Failure(Exit.LOCKED, unchanged(f"another restore to a time still holds {path} after {wait} s"))
 
 
-def supervise(project, config_dir, args, child_main):
-    """restore_db.sh --to-time started as root: fork the child that becomes the
-    project user and runs CHILD_MAIN() (its exit code); recover the scratch
-    cluster when it asks, remove it when it says it is done (before it lets
-    the project's lock go) or has ended. Returns the child's exit code."""
-    # Checked before the fork: a mistyped moment or a missing file is said once.
-    settings = config.load_pitr(os.path.join(config_dir, "pitr.json"))
+def restore_to_time(project, config_dir, args, child_main):
+    """restore_db.sh --to-time started as root: recover the scratch cluster
+    when the child asks, remove it when the child is done with it (before it
+    lets the project's lock go) or has ended."""
+    # Checked before the fork: a mistyped moment is said once.
     target = utc_text(parse_time(requested_time(args)))
+    return supervise(project, config_dir, child_main, lambda root: ScratchSide(root.scratch(), target))
+
+
+def pitr_backup(project, config_dir, args, child_main):
+    """pitr_backup_db.sh started as root: take the pgBackRest backup when the
+    child (which logs it, writes its metrics and pings) asks."""
+    kind = backup_type(args)
+    return supervise(project, config_dir, child_main, lambda root: BackupSide(root, kind))
+
+
+def backup_type(args):
+    """--type's value in ARGS (auto, full, diff or incr; default auto), read by
+    both sides alike; Failure(USAGE) for another, or for the option given twice."""
+    values = [args[index + 1] for index, arg in enumerate(args[:-1]) if arg == "--type"]
+    if len(values) > 1:
+        raise Failure(Exit.USAGE, f"--type is given {len(values)} times; give it once")
+    kind = values[0] if values else "auto"
+    if kind not in BACKUP_TYPES:
+        raise Failure(Exit.USAGE, f"--type takes auto, full, diff or incr, got '{kind}'")
+    return kind
+
+
+def supervise(project, config_dir, child_main, make_side):
+    """Fork the child that becomes the project user and runs CHILD_MAIN() (its
+    exit code), and answer its requests as root with MAKE_SIDE(Root) (a side:
+    handle(request, served, send) and cleanup(served)) until it has ended.
+    Returns the child's exit code."""
+    settings = config.load_pitr(os.path.join(config_dir, "pitr.json"))
     try:
         entry = pwd.getpwnam("postgres")
         group_id = grp.getgrnam(project.group).gr_gid if project.group else pwd.getpwnam(project.user).pw_gid
@@ -597,11 +629,10 @@ def supervise(project, config_dir, args, child_main):
 
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {s: signal.signal(s, on_signal) for s in handled}
-    scratch = Scratch(
-        runner, settings, group_id, (entry.pw_uid, entry.pw_gid), lambda text: _send(to_child_w, {"log": text})
-    )
+    root = Root(runner, settings, group_id, (entry.pw_uid, entry.pw_gid), lambda text: _send(to_child_w, {"log": text}))
+    side = make_side(root)
     try:
-        serve(to_root_r, to_child_w, scratch, target, served)
+        serve(to_root_r, to_child_w, side, served)
         status = _wait(pid)
     except BaseException as exc:  # a signal between two steps, or a bug: the child stops too
         for signum in previous:
@@ -619,8 +650,7 @@ def supervise(project, config_dir, args, child_main):
     finally:
         for signum in previous:
             signal.signal(signum, signal.SIG_IGN)
-        if served.lock is not None:  # this run's scratch cluster, not yet removed
-            remove(scratch, print_error)
+        side.cleanup(served)
         served.release()
         runner.close()
         for signum, handler in previous.items():
@@ -643,37 +673,175 @@ def remove(scratch, say):
         return False
 
 
-def serve(read_fd, write_fd, scratch, target, served):
-    """Answer the child: the scratch cluster once, its removal once it is
-    done; return when the child closes its end. Any other line is ignored."""
+class Root:
+    """What every root side works with: its runner, the values of pitr.json,
+    the project's group and postgres's ids, and SAY (a line for the child's log)."""
+
+    def __init__(self, runner, settings, group_id, postgres, say):
+        self.runner = runner
+        self.settings = settings
+        self.group_id = group_id
+        self.postgres = postgres
+        self.say = say
+
+    def scratch(self):
+        return Scratch(self.runner, self.settings, self.group_id, self.postgres, self.say)
+
+
+class ScratchSide:
+    """restore_db.sh --to-time's root side: the scratch cluster, recovered to
+    TARGET once asked, removed when the child is done with it."""
+
+    def __init__(self, scratch, target):
+        self.scratch = scratch
+        self.target = target
+
+    def handle(self, request, served, send):
+        if request == ASK_SCRATCH and not served.asked:
+            served.asked = served.building = True
+            try:
+                hold_lock(self.scratch, served)
+                answer = {"ready": build(self.scratch, self.target)}
+            except (Failure, Interrupted, OSError) as exc:
+                answer = failed(exc, "could not make the scratch cluster's directory")
+            finally:
+                served.building = False
+            if "failed" in answer and served.lock is not None:
+                remove(self.scratch, lambda text: send({"warn": text}))
+                served.release()
+            return answer
+        if request == ASK_REMOVE and served.asked:
+            if served.lock is not None and remove(self.scratch, lambda text: send({"warn": text})):
+                self.scratch.say("the scratch cluster is stopped and removed")
+            served.release()
+            return {"removed": True}
+        return None
+
+    def cleanup(self, served):
+        if served.lock is not None:  # this run's scratch cluster, not yet removed
+            remove(self.scratch, print_error)
+
+
+class BackupSide:
+    """pitr_backup_db.sh's root side: one pgBackRest backup of KIND once asked
+    (pgBackRest applies the stanza's retention after it)."""
+
+    def __init__(self, root, kind):
+        self.root = root
+        self.kind = kind
+
+    def handle(self, request, served, send):
+        if request != ASK_BACKUP or served.asked:
+            return None
+        served.asked = served.building = True
+        try:
+            return {"done": self.backup()}
+        except (Failure, Interrupted, OSError) as exc:
+            return failed(exc, "could not run pgBackRest")
+        finally:
+            served.building = False
+
+    def cleanup(self, served):
+        pass
+
+    def describe(self):
+        """The stanza as pgBackRest's info describes it (a dict); ValueError,
+        TypeError or KeyError when that cannot be read, CommandFailed when
+        pgBackRest fails."""
+        stanza = self.root.settings.stanza
+        result = run_quiet(
+            self.root.runner, as_postgres("pgbackrest", f"--stanza={stanza}", "--output=json", "info"), QUERY_TIMEOUT
+        )
+        (described,) = json.loads(result.stdout)
+        if not isinstance(described.get("backup"), list):
+            raise TypeError("no list of backups")
+        return described
+
+    def auto_kind(self, now):
+        """auto: full when the stanza has no full backup, or its newest one is
+        older than full_every_days (less an hour, so that a daily run at a set
+        time does not slip a day); differential otherwise."""
+        days = self.root.settings.full_every_days
+        try:
+            fulls = [int(b["timestamp"]["stop"]) for b in self.describe()["backup"] if b["type"] == "full"]
+        except (CommandFailed, ValueError, TypeError, KeyError) as exc:
+            raise Failure(
+                Exit.DUMP_FAILED, f"pgBackRest cannot describe the stanza, so no backup was taken ({exc})"
+            ) from None
+        if not fulls:
+            return "full", "the stanza has no full backup"
+        age = now - max(fulls)
+        if age >= days * 86400 - 3600:
+            return (
+                "full",
+                f"the newest full backup is {age / 86400:.1f} days old (db_backup_pitr_full_every_days {days})",
+            )
+        return "diff", f"the newest full backup is {age / 86400:.1f} days old"
+
+    def backup(self, now=None):
+        root, stanza = self.root, self.root.settings.stanza
+        pgbackrest = as_postgres("pgbackrest", f"--stanza={stanza}")
+        kind, why = (self.kind, "") if self.kind != "auto" else self.auto_kind(time.time() if now is None else now)
+        root.say(f"pgBackRest takes a {kind} backup of the cluster (stanza {stanza})" + (f": {why}" if why else ""))
+        started = time.monotonic()
+        try:
+            run_quiet(
+                root.runner, [*pgbackrest, f"--type={kind}", "--log-level-console=warn", "backup"], BACKUP_TIMEOUT
+            )
+        except CommandFailed as failed_run:
+            raise Failure(
+                Exit.DUMP_FAILED,
+                f"pgBackRest's {kind} backup failed ({failed_run.reason()}); the stanza's earlier backups are as "
+                "they were",
+            ) from None
+        took = time.monotonic() - started
+        try:
+            described = self.describe()
+            newest = described["backup"][-1]
+            return {
+                "label": str(newest["label"]),
+                "type": str(newest["type"]),
+                "seconds": round(took, 1),
+                "database_bytes": int(newest["info"]["size"]),
+                "repository_bytes": int(newest["info"]["repository"]["delta"]),
+                "backups": len(described["backup"]),
+            }
+        except (CommandFailed, ValueError, TypeError, KeyError, IndexError):
+            raise Failure(
+                Exit.INTERNAL,
+                f"pgBackRest's {kind} backup ended without an error, but its description of the stanza is "
+                "unreadable (pgbackrest info)",
+            ) from None
+
+
+def as_postgres(*argv):
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+def run_quiet(runner, argv, timeout, ok_codes=(0,)):
+    """ARGV's output captured; from /, where postgres may go (not root's working directory)."""
+    return runner.run(argv, timeout=timeout, ok_codes=ok_codes, stdout=CAPTURE, cwd="/")
+
+
+def failed(exc, os_error):
+    """The answer that passes EXC on to the child: a Failure with its code, a
+    signal as 130, an OSError (OS_ERROR: what could not be done) as 9."""
+    if isinstance(exc, Failure):
+        return {"failed": {"code": int(exc.code), "message": exc.message}}
+    if isinstance(exc, Interrupted):
+        return {"failed": {"code": int(Exit.INTERRUPTED), "message": unchanged(f"{exc}: stopped")}}
+    message = unchanged(f"{os_error}: {exc.strerror or exc}")
+    return {"failed": {"code": int(Exit.RESTORE_FAILED), "message": message}}
+
+
+def serve(read_fd, write_fd, side, served):
+    """Answer the child's requests with SIDE until it closes its end; a line
+    SIDE does not take is ignored."""
     with os.fdopen(read_fd, "r", encoding="utf-8") as requests:
         for line in requests:
-            request = line.strip()
-            if request == ASK_SCRATCH and not served.asked:
-                served.asked = served.building = True
-                try:
-                    hold_lock(scratch, served)
-                    answer = {"ready": build(scratch, target)}
-                except Failure as failure:
-                    answer = {"failed": {"code": int(failure.code), "message": failure.message}}
-                except Interrupted as interrupted:
-                    answer = {
-                        "failed": {"code": int(Exit.INTERRUPTED), "message": unchanged(f"{interrupted}: stopped")}
-                    }
-                except OSError as exc:
-                    message = unchanged(f"could not make the scratch cluster's directory: {exc.strerror or exc}")
-                    answer = {"failed": {"code": int(Exit.RESTORE_FAILED), "message": message}}
-                finally:
-                    served.building = False
-                if "failed" in answer and served.lock is not None:
-                    remove(scratch, lambda text: _send(write_fd, {"warn": text}))
-                    served.release()
+            answer = side.handle(line.strip(), served, lambda message: _send(write_fd, message))
+            if answer is not None:
                 _send(write_fd, answer)
-            elif request == ASK_REMOVE and served.asked:
-                if served.lock is not None and remove(scratch, lambda text: _send(write_fd, {"warn": text})):
-                    scratch.say("the scratch cluster is stopped and removed")
-                served.release()
-                _send(write_fd, {"removed": True})
     os.close(write_fd)
 
 

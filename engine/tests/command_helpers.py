@@ -519,3 +519,30 @@ def set_files(directory, name):
             with open(path, "rb") as f:
                 found[file] = f.read()
     return found
+
+
+class RootSide:
+    """The pipes pitr.supervise opens, as the child (the command under test) finds them:
+    the root side's answers (.messages, a list to fill before the run) are written when
+    .run(*args) runs COMMAND(*args); .asked() is what the child asked, after the run."""
+
+    def __init__(self, monkeypatch, command):
+        from djangoops import pitr
+
+        self.messages = []
+        self.command = command
+        self._to_child_r, self._to_child_w = os.pipe()
+        self._to_root_r, self._to_root_w = os.pipe()
+        monkeypatch.setenv(pitr.CHANNEL, f"{self._to_child_r},{self._to_root_w}")
+
+    def run(self, *args):
+        with os.fdopen(self._to_child_w, "w") as f:
+            f.writelines(json.dumps(m) + "\n" for m in self.messages)
+        try:
+            return self.command(*args)
+        finally:
+            os.close(self._to_root_w)
+
+    def asked(self):
+        with os.fdopen(self._to_root_r) as f:
+            return f.read()

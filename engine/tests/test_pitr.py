@@ -92,6 +92,7 @@ VALUES = {
     "pg_bin": "/usr/lib/postgresql/15/bin",
     "scratch_dir": "/srv/pitr/shop",
     "scratch_port": 5499,
+    "full_every_days": 7,
 }
 
 
@@ -474,7 +475,7 @@ def serve_with(scene, monkeypatch, requests, build):
     to_child_r, to_child_w = os.pipe()
     os.write(to_root_w, requests.encode())
     os.close(to_root_w)
-    pitr.serve(to_root_r, to_child_w, scene.scratch, "t", pitr.Served())
+    pitr.serve(to_root_r, to_child_w, pitr.ScratchSide(scene.scratch, "t"), pitr.Served())
     with os.fdopen(to_child_r) as f:
         return [json.loads(line) for line in f]
 
@@ -527,7 +528,9 @@ def root_side(tmp_path, monkeypatch):
     monkeypatch.setattr(pitr, "build", build)
     monkeypatch.setattr(pitr.Scratch, "remove", lambda self: side.removed.append(self.top))
     project = type("Project", (), {"group": None, "user": "shop"})()
-    side.supervise = lambda child: pitr.supervise(project, str(tmp_path), ["--to-time", "2026-12-06 17:59Z"], child)
+    side.supervise = lambda child: pitr.restore_to_time(
+        project, str(tmp_path), ["--to-time", "2026-12-06 17:59Z"], child
+    )
     return side
 
 
@@ -565,7 +568,7 @@ def test_a_child_that_dies_of_a_signal_is_reported_so(root_side):
 def test_a_bad_moment_is_refused_before_anything_forks(root_side, tmp_path):
     project = type("Project", (), {"group": None, "user": "shop"})()
     with pytest.raises(Failure) as raised:
-        pitr.supervise(project, str(tmp_path), ["--to-time", "noon"], lambda: 0)
+        pitr.restore_to_time(project, str(tmp_path), ["--to-time", "noon"], lambda: 0)
     assert raised.value.code == Exit.USAGE
     assert root_side.removed == []
 
@@ -651,3 +654,153 @@ def test_another_runs_scratch_cluster_is_waited_for_then_left_alone(scene, monke
     assert answers[0]["failed"]["code"] == Exit.LOCKED
     assert "another restore to a time still holds" in answers[0]["failed"]["message"]
     assert removed == []
+
+
+# --- pitr_backup_db.sh's root side ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kind"),
+    [([], "auto"), (["--type", "full"], "full"), (["--quiet", "--type", "incr"], "incr")],
+)
+def test_the_backup_type_is_read_as_the_child_reads_it(args, kind):
+    assert pitr.backup_type(args) == kind
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--type", "weekly"], "--type takes auto, full, diff or incr, got 'weekly'"),
+        (["--type", "full", "--type", "diff"], "--type is given 2 times; give it once"),
+    ],
+)
+def test_a_bad_backup_type_is_a_usage_error(args, error):
+    with pytest.raises(Failure) as raised:
+        pitr.backup_type(args)
+    assert (raised.value.code, raised.value.message) == (Exit.USAGE, error)
+
+
+AUTO_NOW = 1796000000  # when the auto tests run
+
+
+def backups(*kinds_and_ages):
+    """pgbackrest info of a stanza whose backups are (kind, days old when they stopped)."""
+    entries = [
+        {
+            "label": f"{n}{kind[0].upper()}",
+            "type": kind,
+            "timestamp": {"stop": AUTO_NOW - int(days * 86400)},
+            "info": {"size": 1, "repository": {"delta": 1}},
+        }
+        for n, (kind, days) in enumerate(kinds_and_ages)
+    ]
+    return json.dumps([{"name": "main", "backup": entries}]).encode()
+
+
+@pytest.mark.parametrize(
+    ("held", "kind", "why"),
+    [
+        ((), "full", "the stanza has no full backup"),
+        (
+            (("full", 8), ("diff", 1)),
+            "full",
+            "the newest full backup is 8.0 days old (db_backup_pitr_full_every_days 7)",
+        ),
+        # A daily run a few minutes earlier than last week's still takes the full one.
+        ((("full", 7 - 0.01),), "full", "the newest full backup is 7.0 days old (db_backup_pitr_full_every_days 7)"),
+        ((("full", 20), ("full", 6), ("diff", 1)), "diff", "the newest full backup is 6.0 days old"),
+    ],
+)
+def test_auto_takes_a_full_backup_once_the_newest_full_one_is_a_week_old(backup_side, held, kind, why):
+    backup_side.kind = "auto"
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", times=2, stdout=backups(*held))
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=backups(*held, (kind, 0)))
+    assert backup_side.auto_kind(AUTO_NOW) == (kind, why)
+    assert backup_side.backup(now=AUTO_NOW)["type"] == kind
+    (taken,) = [call.argv for call in backup_side.runner.calls if call.argv[-1] == "backup"]
+    assert f"--type={kind}" in taken
+    assert backup_side.said == [f"pgBackRest takes a {kind} backup of the cluster (stanza main): {why}"]
+
+
+def test_auto_takes_no_backup_when_the_stanza_cannot_be_described(backup_side):
+    backup_side.kind = "auto"
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", fail=1, stderr="ERROR: [055]: unable to load info")
+    answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.DUMP_FAILED
+    assert answer["message"].startswith("pgBackRest cannot describe the stanza, so no backup was taken")
+    assert [c for c in backup_side.runner.calls if c.argv[-1] == "backup"] == []
+
+
+BACKUP_INFO = json.dumps(
+    [
+        {
+            "name": "main",
+            "backup": [
+                {"label": "20261207-020000F", "type": "full", "info": {"size": 50 << 20, "repository": {"delta": 9}}},
+                {
+                    "label": "20261207-020000F_20261208-020000D",
+                    "type": "diff",
+                    "info": {"size": 51 << 20, "repository": {"delta": 3 << 20}},
+                },
+            ],
+        }
+    ]
+).encode()
+
+
+@pytest.fixture
+def backup_side():
+    runner = FakeRunner()
+    said = []
+    root = pitr.Root(
+        runner, config.Pitr("main", "/usr/lib/postgresql/15/bin", "/var/lib/x/shop", 5499), 1, (2, 3), said.append
+    )
+    side = pitr.BackupSide(root, "diff")
+    side.runner, side.said = runner, said
+    return side
+
+
+def test_the_backup_runs_as_postgres_and_reports_the_newest_backup(backup_side):
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=BACKUP_INFO)
+    served = pitr.Served()
+    answer = backup_side.handle(pitr.ASK_BACKUP, served, None)["done"]
+    backup, info = (call.argv for call in backup_side.runner.calls)
+    assert backup == [
+        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--type=diff", "--log-level-console=warn",
+        "backup",
+    ]  # fmt: skip
+    assert info[4:] == ["pgbackrest", "--stanza=main", "--output=json", "info"]
+    assert answer["label"] == "20261207-020000F_20261208-020000D" and answer["type"] == "diff"
+    assert (answer["database_bytes"], answer["repository_bytes"], answer["backups"]) == (51 << 20, 3 << 20, 2)
+    assert backup_side.said == ["pgBackRest takes a diff backup of the cluster (stanza main)"]
+    # One backup a run: the same request again is not taken.
+    assert backup_side.handle(pitr.ASK_BACKUP, served, None) is None
+    assert backup_side.handle(pitr.ASK_SCRATCH, pitr.Served(), None) is None
+
+
+def test_a_failed_backup_says_the_earlier_ones_stand(backup_side):
+    backup_side.runner.on(
+        lambda call: call.argv[-1] == "backup", fail=56, stderr="ERROR: [056]: unable to find primary"
+    )
+    answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.DUMP_FAILED
+    assert answer["message"].startswith("pgBackRest's diff backup failed (")
+    assert "unable to find primary" in answer["message"]
+    assert answer["message"].endswith("the stanza's earlier backups are as they were")
+
+
+@pytest.mark.parametrize("stdout", [b"", b"[]", b'[{"backup": []}]', b'[{"backup": [{"label": "x"}]}]'])
+def test_an_unreadable_description_after_the_backup_is_an_internal_failure(backup_side, stdout):
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=stdout)
+    answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.INTERNAL and "description of the stanza is unreadable" in answer["message"]
+
+
+def test_a_signal_stops_the_backup_with_130(backup_side):
+
+    def interrupted(call):
+        raise Interrupted(signal.SIGTERM)
+
+    backup_side.runner.on(lambda call: call.argv[-1] == "backup", effect=interrupted)
+    answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.INTERRUPTED

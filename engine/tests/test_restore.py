@@ -17,10 +17,10 @@ import random
 import re
 import signal
 import sys
-import types
 
 import pytest
 from command_helpers import (
+    RootSide,
     arrivals_of,
     arrivals_rule,
     restic_on_path,
@@ -1602,11 +1602,9 @@ def root_side(env, monkeypatch):
     fill before the run); what the child asked is in .asked() afterwards. The scratch
     cluster's engine is .scratch, an engine of its own, its connection noted in .elsewhere;
     .locked_at_ask says whether the backups lock was held when the child asked."""
-    side = types.SimpleNamespace(messages=[], elsewhere=[], locked_at_ask=[])
+    side = RootSide(monkeypatch, env.run)
+    side.elsewhere, side.locked_at_ask = [], []
     side.scratch = FakeEngine(env.runner, env.context.log)
-    to_child_r, to_child_w = os.pipe()
-    to_root_r, to_root_w = os.pipe()
-    monkeypatch.setenv(pitr.CHANNEL, f"{to_child_r},{to_root_w}")
 
     def elsewhere(host, port):
         side.elsewhere.append((host, port))
@@ -1628,21 +1626,6 @@ def root_side(env, monkeypatch):
     monkeypatch.setattr(pitr.Channel, "ask", ask)
 
     monkeypatch.setattr(env.engine, "elsewhere", elsewhere, raising=False)
-    real_run = env.run
-
-    def run(*args):
-        with os.fdopen(to_child_w, "w") as f:
-            f.writelines(json.dumps(m) + "\n" for m in side.messages)
-        try:
-            return real_run(*args)
-        finally:
-            os.close(to_root_w)
-
-    def asked():
-        with os.fdopen(to_root_r) as f:
-            return f.read()
-
-    side.run, side.asked = run, asked
     return side
 
 

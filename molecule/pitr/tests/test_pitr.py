@@ -10,7 +10,8 @@ import time
 
 import pytest
 from db_backup.backup_helpers import BACKUPS, DB_NAME, DB_USER, PostgreSQL, last_log_lines, playbook
-from shop_project import COMMANDS, ENGINE_BIN, quote
+from schedule.schedule_helpers import UNIT_PREFIX, cron_file_environment, cron_file_lines
+from shop_project import COMMANDS, ENGINE_BIN, LOGS, quote
 
 STANZA = "main"
 REPOSITORY = "/var/lib/pgbackrest"
@@ -60,7 +61,9 @@ def wait_archived(host, segment, seconds):
     started = time.monotonic()
     while newest_archived(host) < segment:
         assert time.monotonic() - started < seconds, (
-            f"{segment} not archived after {seconds} s; newest {newest_archived(host)!r}"
+            f"{segment} not archived after {seconds} s; newest {newest_archived(host)!r}; "
+            + PostgreSQL(host).sql("SELECT row_to_json(a)::text FROM pg_stat_archiver a")
+            + host.run("tail -n 15 /var/log/pgbackrest/*archive-push*.log /var/log/postgresql/*.log").stdout
         )
         time.sleep(0.5)
     return time.monotonic() - started
@@ -270,7 +273,7 @@ def test_restore_to_a_time_brings_back_every_row_committed_before_it_and_none_af
     moment = db.sql(f"SELECT to_char(to_timestamp({target}) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
     segment = segment_of_now(host)
     db.sql("SELECT pg_switch_wal()")
-    wait_archived(host, segment, 60)
+    wait_archived(host, segment, 120)
     safety_before = safety_manifests(host)
 
     result = run("restore_db.sh", "--to-time", f"{moment}+00:00", "--yes")
@@ -317,6 +320,52 @@ def converge(host, *extra):
     its exit code and its output (stdout and stderr, where the errors go), whitespace collapsed."""
     result = playbook("--limit", host.backend.get_hostname(), *extra, "molecule/shared/playbooks/converge_backup.yml")
     return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def run_scheduled(host, variables, name):
+    """Runs job NAME as its scheduler would (systemd starts the service and waits for it;
+    cron: the file's line for it, as root, with the environment the file sets); its exit
+    code."""
+    if variables["schedule_backend"] == "systemd":
+        started = host.run(f"systemctl start {UNIT_PREFIX}{name}.service")
+        if started.rc != 0:
+            print(host.run(f"journalctl -u {UNIT_PREFIX}{name}.service --no-pager -n 40").stdout)
+        unit = host.file(f"/etc/systemd/system/{UNIT_PREFIX}{name}.service").content_string
+        assert "User=root\n" in unit and f"ExecStart={ENGINE_BIN}/{name}.sh\n" in unit
+        status = host.run(f"systemctl show --property=ExecMainStatus --value {UNIT_PREFIX}{name}.service")
+        return int(status.stdout.strip())
+    (entry,) = [line.split() for line in cron_file_lines(host) if line.endswith(f"/{name}.sh")]
+    # Root's, by the root-owned entry point: never the project user's commands/ link.
+    assert entry[5:] == ["root", f"{ENGINE_BIN}/{name}.sh"]
+    environment = " ".join(quote(f"{k}={v}") for k, v in cron_file_environment(host).items())
+    return host.run(f"env -i {environment} {ENGINE_BIN}/{name}.sh </dev/null").rc
+
+
+def test_the_scheduled_pgbackrest_backup_is_differential_after_a_recent_full_one(host, probe, variables):
+    """pitr_backup_db.sh as the schedule runs it, as root (cron on Debian 12, a systemd
+    timer's service on 13): --type auto takes a differential backup (the full one is
+    minutes old) that the stanza then holds, logged by the project user's side; the
+    project user alone gets a refusal and no backup."""
+    before = info(host)["backup"]
+    PostgreSQL(host).sql("INSERT INTO pitr_probe SELECT 2000 + count(*), now() FROM pitr_probe")
+    code = run_scheduled(host, variables, "pitr_backup_db")
+    assert code == 0, (
+        last_log_lines(host, "pitr_backup_db", 10)
+        + host.run(f"journalctl -u {UNIT_PREFIX}pitr_backup_db.service --no-pager -n 40").stdout
+    )
+    after = info(host)["backup"]
+    assert len(after) == len(before) + 1
+    newest = after[-1]
+    # Differential: what changed since the newest full backup, which it names as its prior.
+    assert newest["type"] == "diff"
+    assert newest["prior"] == [b["label"] for b in after if b["type"] == "full"][-1]
+    log = last_log_lines(host, "pitr_backup_db", 5)
+    assert "pgBackRest takes a diff backup of the cluster (stanza main): the newest full backup is 0.0 days old" in log
+    assert f"pgBackRest diff backup {newest['label']} in " in log
+    assert host.file(f"{LOGS}/pitr_backup_db.log").user == "shop"
+    as_user = host.run(f"runuser -u shop -- {ENGINE_BIN}/pitr_backup_db.sh </dev/null")
+    assert as_user.rc == 3 and "must be started as root" in as_user.stderr, as_user.stderr
+    assert len(info(host)["backup"]) == len(after)
 
 
 def test_a_new_passphrase_shows_in_no_diff(host, variables):

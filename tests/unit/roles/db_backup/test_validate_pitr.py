@@ -38,6 +38,8 @@ CASES = {
     ),
     "timeout_long": ({"db_backup_pitr_archive_timeout": 61}, "from 1 to 60 seconds (got 61)"),
     "keep_none": ({"db_backup_pitr_keep_full": 0}, "db_backup_pitr_keep_full of at least 1 (got 0)"),
+    "full_every_zero": ({"db_backup_pitr_full_every_days": 0}, "db_backup_pitr_full_every_days from 1 to 366 (got 0)"),
+    "full_every_long": ({"db_backup_pitr_full_every_days": 367}, "from 1 to 366 (got 367)"),
     "relative_repository": (
         {"db_backup_pitr_repository_path": "pgbackrest"},
         "absolute db_backup_pitr_repository_path",

@@ -1,0 +1,71 @@
+"""pitr_backup_db.sh (commands/pitr_backup.py), the project user's side: the root side's
+answer logged, its figures in the metrics, the ping sent; refusals before anything is
+asked. The root side (pitr.BackupSide) is test_pitr.py's."""
+
+import pytest
+from command_helpers import RootSide
+from djangoops import pitr
+from djangoops.commands import pitr_backup
+from djangoops.errors import Exit
+
+DONE = {
+    "label": "20261207-020000F_20261208-020000D",
+    "type": "diff",
+    "seconds": 12.5,
+    "database_bytes": 50 << 20,
+    "repository_bytes": 3 << 20,
+    "backups": 3,
+}
+
+
+@pytest.fixture
+def root_side(cmd, monkeypatch):
+    """The pipes the root side opens, its answers (.messages) written beforehand; what the
+    child asked is .asked() afterwards."""
+    return RootSide(monkeypatch, lambda *args: cmd.run(pitr_backup.main, list(args), script="pitr_backup_db"))
+
+
+def test_the_backup_is_logged_measured_and_pinged(cmd, root_side):
+    cmd.write_database(healthcheck_urls={"pitr_backup_db": "https://hc.example/pitr"})
+    root_side.messages = [{"log": "pgBackRest takes a diff backup of the cluster (stanza main)"}, {"done": DONE}]
+    assert root_side.run() == Exit.OK
+    assert root_side.asked() == pitr.ASK_BACKUP + "\n"
+    assert cmd.lines("INFO", "pitr_backup_db")[:2] == [
+        "pgBackRest takes a diff backup of the cluster (stanza main)",
+        "pgBackRest diff backup 20261207-020000F_20261208-020000D in 12.5 s: the cluster holds 50MB, the "
+        "repository took 3.0MB more; the stanza keeps 3 backups",
+    ]
+    assert cmd.metric("pitr_backup_seconds", "pitr_backup_db") == "12.5"
+    assert cmd.metric("pitr_backup_database_bytes", "pitr_backup_db") == str(50 << 20)
+    assert cmd.metric("pitr_backup_repository_bytes", "pitr_backup_db") == str(3 << 20)
+    assert cmd.metric("job_last_success_timestamp_seconds", "pitr_backup_db") is not None
+    assert cmd.pings == [("https://hc.example/pitr", "start"), ("https://hc.example/pitr", "0")]
+
+
+def test_a_failed_backup_exits_with_the_root_sides_code_and_is_no_success(cmd, root_side):
+    message = "pgBackRest's diff backup failed (exit code 56); the stanza's earlier backups are as they were"
+    root_side.messages = [{"failed": {"code": 7, "message": message}}]
+    assert root_side.run() == Exit.DUMP_FAILED
+    assert cmd.lines("ERROR", "pitr_backup_db")[0] == message
+    assert cmd.metric("job_last_success_timestamp_seconds", "pitr_backup_db") == "0"
+    assert cmd.metric("job_exit_code", "pitr_backup_db") == "7"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "error"),
+    [
+        (["--type", "weekly"], Exit.USAGE, "--type takes auto, full, diff or incr, got 'weekly'"),
+        ([], Exit.CONFIG, "pitr_backup_db.sh must be started as root"),
+    ],
+)
+def test_refusals_ask_nothing(cmd, args, code, error):
+    assert cmd.run(pitr_backup.main, args, script="pitr_backup_db") == code
+    assert cmd.lines("ERROR", "pitr_backup_db")[0].startswith(error)
+    assert cmd.fake.calls == []
+
+
+def test_mariadb_is_refused(cmd, root_side):
+    cmd.write_database(engine="mysql")
+    assert root_side.run("--type", "full") == Exit.CONFIG
+    assert "needs PostgreSQL with db_backup_pitr" in cmd.lines("ERROR", "pitr_backup_db")[0]
+    assert root_side.asked() == ""
