@@ -593,7 +593,7 @@ def supervise(project, config_dir, child_main, make_side):
         entry = pwd.getpwnam("postgres")
         group_id = grp.getgrnam(project.group).gr_gid if project.group else pwd.getpwnam(project.user).pw_gid
     except KeyError as exc:
-        raise Failure(Exit.CONFIG, f"restore_db.sh {OPTION}: no such account or group: {exc}") from None
+        raise Failure(Exit.CONFIG, f"no such account or group: {exc} (postgres, or the project's)") from None
     os.umask(0o022)
     to_child_r, to_child_w = os.pipe()
     to_root_r, to_root_w = os.pipe()
