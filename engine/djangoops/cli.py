@@ -23,7 +23,7 @@ CONFIG_ROOT = "/etc/djangoops"
 def _commands():
     # Imported here, once the process runs as the project user, and only the
     # one command that runs.
-    from .commands import backup, jobs, listing, offsite_commands, pitr_backup, restore, verify
+    from .commands import backup, jobs, listing, offsite_commands, pitr_backup, pitr_check, restore, verify
 
     return {
         "backup_db": backup.main,
@@ -34,6 +34,7 @@ def _commands():
         "fetch_db_backup": offsite_commands.fetch,
         "check_offsite": offsite_commands.check,
         "pitr_backup_db": pitr_backup.main,
+        "pitr_check_db": pitr_check.main,
         None: jobs.main,  # any other name: a scheduled job of jobs.json
     }
 
@@ -58,6 +59,9 @@ def main(argv, engine_dir):
         if privileges.is_root() and script == "pitr_backup_db":
             # The root side runs pgBackRest; the child logs it, writes its metrics and pings.
             return pitr.pitr_backup(project, config_dir, argv[1:], child)
+        if privileges.is_root() and script == "pitr_check_db":
+            # The root side reads the cluster's archiver and the repository; the child judges and reports.
+            return pitr.pitr_check(project, config_dir, argv[1:], child)
         return child()
     except Failure as failure:
         print(f"{script}: {failure.message}", file=sys.stderr)

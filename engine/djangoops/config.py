@@ -64,6 +64,9 @@ class Pitr:
     scratch_dir: str
     scratch_port: int
     full_every_days: int = 7
+    port: int = 5432
+    socket_dir: str = "/var/run/postgresql"
+    max_archive_lag: int = 300
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,10 @@ def load_pitr(path):
     scratch_port: int 1-65535, the port the recovered cluster listens on (its socket only)
     full_every_days: int 1-366, how old the newest full backup may be before pitr_backup_db.sh
         --type auto takes a full one rather than a differential one
+    port: int 1-65535, the port of the live cluster (pitr_check_db.sh asks it how archiving goes)
+    socket_dir: str, absolute path of the live cluster's socket directory
+    max_archive_lag: int 60-86400, seconds the newest archived WAL may be older than WAL still
+        waiting before pitr_check_db.sh fails
     """
     values = _Object(_file(path), read_values(path))
     pitr = Pitr(
@@ -267,6 +274,9 @@ def load_pitr(path):
         scratch_dir=values.string("scratch_dir", rule=PLAIN_PATH),
         scratch_port=values.number("scratch_port", 1, 65535),
         full_every_days=values.number("full_every_days", 1, 366),
+        port=values.number("port", 1, 65535),
+        socket_dir=values.string("socket_dir", rule=PLAIN_PATH),
+        max_archive_lag=values.number("max_archive_lag", 60, 86400),
     )
     if pitr.scratch_dir.rstrip("/").count("/") < 2:
         values.fail("scratch_dir", "is too close to / for a directory the restore removes")

@@ -46,6 +46,7 @@ QUERY_TIMEOUT = 60
 ASK_SCRATCH = '{"ask": "scratch"}'
 ASK_REMOVE = '{"ask": "remove"}'
 ASK_BACKUP = '{"ask": "backup"}'
+ASK_STATUS = '{"ask": "status"}'
 BACKUP_TYPES = ("auto", "full", "diff", "incr")
 BACKUP_TIMEOUT = 24 * 3600
 WAL_ROOM = 1 << 30  # bytes: PostgreSQL's default max_wal_size, for the WAL a recovery replays
@@ -116,6 +117,23 @@ class Channel:
     def __init__(self, read_fd, write_fd):
         self.reader = os.fdopen(read_fd, "r", encoding="utf-8", closefd=True)
         self.write_fd = write_fd
+
+    @classmethod
+    def for_command(cls, database, command, why):
+        """The channel of COMMAND (e.g. "pitr_check_db.sh"), a command that only
+        runs with its root side on PostgreSQL: Failure(CONFIG) for another
+        engine, or when it was not started as root (WHY: what root has that the
+        command needs)."""
+        if database.engine != "postgresql":
+            raise Failure(
+                Exit.CONFIG,
+                f"{command} needs PostgreSQL with db_backup_pitr (pgBackRest); this project's database is "
+                f"{database.engine}",
+            )
+        channel = cls.from_environment()
+        if channel is None:
+            raise Failure(Exit.CONFIG, f"{command} must be started as root: {why}")
+        return channel
 
     @classmethod
     def from_environment(cls):
@@ -571,6 +589,15 @@ def pitr_backup(project, config_dir, args, child_main):
     return supervise(project, config_dir, child_main, lambda root: BackupSide(root, kind))
 
 
+def pitr_check(project, config_dir, args, child_main):
+    """pitr_check_db.sh started as root: read how archiving goes (the live
+    cluster's pg_stat_archiver, as postgres) and what the repository holds
+    (pgBackRest's info) when the child, which judges, logs, writes the
+    metrics and pings, asks."""
+    del args  # the child reads its options (--quiet) itself
+    return supervise(project, config_dir, child_main, StatusSide)
+
+
 def backup_type(args):
     """--type's value in ARGS (auto, full, diff or incr; default auto), read by
     both sides alike; Failure(USAGE) for another, or for the option given twice."""
@@ -745,17 +772,7 @@ class BackupSide:
         pass
 
     def describe(self):
-        """The stanza as pgBackRest's info describes it (a dict); ValueError,
-        TypeError or KeyError when that cannot be read, CommandFailed when
-        pgBackRest fails."""
-        stanza = self.root.settings.stanza
-        result = run_quiet(
-            self.root.runner, as_postgres("pgbackrest", f"--stanza={stanza}", "--output=json", "info"), QUERY_TIMEOUT
-        )
-        (described,) = json.loads(result.stdout)
-        if not isinstance(described.get("backup"), list):
-            raise TypeError("no list of backups")
-        return described
+        return describe(self.root)
 
     def auto_kind(self, now):
         """auto: full when the stanza has no full backup, or its newest one is
@@ -812,6 +829,96 @@ class BackupSide:
                 f"pgBackRest's {kind} backup ended without an error, but its description of the stanza is "
                 "unreadable (pgbackrest info)",
             ) from None
+
+
+def describe(root):
+    """The stanza as pgBackRest's info describes it (a dict); ValueError,
+    TypeError or KeyError when that cannot be read, CommandFailed when
+    pgBackRest fails."""
+    stanza = root.settings.stanza
+    result = run_quiet(
+        root.runner, as_postgres("pgbackrest", f"--stanza={stanza}", "--output=json", "info"), QUERY_TIMEOUT
+    )
+    (described,) = json.loads(result.stdout)
+    if not isinstance(described.get("backup"), list):
+        raise TypeError("no list of backups")
+    return described
+
+
+# How the live cluster's archiving goes, one JSON object (times in seconds
+# since the epoch). A standby has no WAL position of its own to compare.
+ARCHIVER_SQL = """SELECT json_build_object(
+  'archive_mode', current_setting('archive_mode'),
+  'archived_wal', last_archived_wal, 'archived_at', extract(epoch FROM last_archived_time),
+  'failed_wal', last_failed_wal, 'failed_at', extract(epoch FROM last_failed_time),
+  'failed_count', failed_count,
+  'current_wal', CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,
+  'now', extract(epoch FROM now()))
+FROM pg_stat_archiver"""
+
+
+class StatusSide:
+    """pitr_check_db.sh's root side: once asked, the live cluster's archiver
+    (as postgres, by its socket) and the stanza's backups (pgBackRest's info).
+    Nothing is changed."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def handle(self, request, served, send):
+        if request != ASK_STATUS or served.asked:
+            return None
+        served.asked = True
+        try:
+            return {"status": self.status()}
+        except (Failure, Interrupted, OSError) as exc:
+            return failed(exc, "could not run psql")
+
+    def cleanup(self, served):
+        pass
+
+    def archiver(self):
+        settings = self.root.settings
+        conninfo = f"dbname=postgres host={settings.socket_dir} port={settings.port} connect_timeout=10"
+        psql = [f"{settings.pg_bin}/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
+        try:
+            result = run_quiet(self.root.runner, as_postgres(*psql, "-c", ARCHIVER_SQL), QUERY_TIMEOUT)
+            answer = json.loads(result.stdout)
+            if not isinstance(answer, dict):
+                raise TypeError("not an object")
+            return answer
+        except CommandFailed as failed_run:
+            raise Failure(
+                Exit.DB_UNAVAILABLE,
+                f"cannot ask the cluster (port {settings.port}) how its archiving goes ({failed_run.reason()})",
+            ) from None
+        except (ValueError, TypeError):
+            raise Failure(Exit.INTERNAL, "the cluster's answer about its archiving is unreadable") from None
+
+    def status(self):
+        """{"archiver": pg_stat_archiver's figures, "backups": [{"type", "label",
+        "stop"}] oldest first, "repository": {"code", "message"} (pgBackRest's
+        status of the stanza; code -1 when pgBackRest could not say),
+        "max_archive_lag": the lag allowed, from pitr.json}."""
+        answer = {
+            "archiver": self.archiver(),
+            "backups": [],
+            "repository": {"code": 0, "message": "ok"},
+            "max_archive_lag": self.root.settings.max_archive_lag,
+        }
+        try:
+            described = describe(self.root)
+            answer["backups"] = [
+                {"type": str(b["type"]), "label": str(b["label"]), "stop": int(b["timestamp"]["stop"])}
+                for b in described["backup"]
+            ]
+            status = described.get("status") or {}
+            answer["repository"] = {"code": int(status.get("code", 0)), "message": str(status.get("message", "ok"))}
+        except CommandFailed as failed_run:
+            answer["repository"] = {"code": -1, "message": f"pgBackRest info failed ({failed_run.reason()})"}
+        except (ValueError, TypeError, KeyError):
+            answer["repository"] = {"code": -1, "message": "pgBackRest's info of the stanza is unreadable"}
+        return answer
 
 
 def as_postgres(*argv):

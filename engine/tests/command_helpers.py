@@ -546,3 +546,17 @@ class RootSide:
     def asked(self):
         with os.fdopen(self._to_root_r) as f:
             return f.read()
+
+
+# pg_stat_archiver as pitr.StatusSide reads it (times in seconds since the epoch): segment 7
+# archived 30 s ago, segment 8 being written.
+PITR_ARCHIVER = {
+    "archive_mode": "on",
+    "archived_wal": "000000010000000000000007",
+    "archived_at": 1796000000.5,
+    "failed_wal": None,
+    "failed_at": None,
+    "failed_count": 0,
+    "current_wal": "000000010000000000000008",
+    "now": 1796000030.25,
+}

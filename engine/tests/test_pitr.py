@@ -12,6 +12,7 @@ import stat
 import time
 
 import pytest
+from command_helpers import PITR_ARCHIVER
 from djangoops import config, pitr
 from djangoops.errors import Exit, Failure
 from djangoops.runner import Interrupted
@@ -93,6 +94,9 @@ VALUES = {
     "scratch_dir": "/srv/pitr/shop",
     "scratch_port": 5499,
     "full_every_days": 7,
+    "port": 5433,
+    "socket_dir": "/var/run/postgresql",
+    "max_archive_lag": 300,
 }
 
 
@@ -105,7 +109,7 @@ def write_values(tmp_path, **changes):
 
 def test_the_values_are_read(tmp_path):
     assert config.load_pitr(write_values(tmp_path)) == config.Pitr(
-        "main", "/usr/lib/postgresql/15/bin", "/srv/pitr/shop", 5499
+        "main", "/usr/lib/postgresql/15/bin", "/srv/pitr/shop", 5499, port=5433
     )
 
 
@@ -117,6 +121,8 @@ def test_the_values_are_read(tmp_path):
         ({"pg_bin": "/usr/lib/postgresql/15/bin;sh"}, "pg_bin must be a path of letters"),
         ({"stanza": "--stanza"}, "stanza must be a pgBackRest stanza"),
         ({"scratch_port": 0}, "scratch_port"),
+        ({"socket_dir": "/run/x y"}, "socket_dir must be a path of letters"),
+        ({"max_archive_lag": 59}, "max_archive_lag"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path, changes, error):
@@ -804,3 +810,94 @@ def test_a_signal_stops_the_backup_with_130(backup_side):
     backup_side.runner.on(lambda call: call.argv[-1] == "backup", effect=interrupted)
     answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
     assert answer["code"] == Exit.INTERRUPTED
+
+
+# --- the check's root side ---------------------------------------------------------------------
+
+ARCHIVER = PITR_ARCHIVER
+STATUS_INFO = json.dumps(
+    [
+        {
+            "name": "main",
+            "status": {"code": 0, "message": "ok"},
+            "backup": [
+                {"label": "20261207-020000F", "type": "full", "timestamp": {"start": 1795990000, "stop": 1795990100}},
+                {
+                    "label": "20261207-020000F_1D",
+                    "type": "diff",
+                    "timestamp": {"start": 1795999000, "stop": 1795999050},
+                },
+            ],
+        }
+    ]
+).encode()
+
+
+@pytest.fixture
+def status_side():
+    runner = FakeRunner()
+    settings = config.Pitr("main", "/usr/lib/postgresql/15/bin", "/var/lib/x/shop", 5499, port=5433)
+    side = pitr.StatusSide(pitr.Root(runner, settings, 1, (2, 3), lambda text: None))
+    side.runner = runner
+    return side
+
+
+def is_psql(call):
+    return call.argv[4].endswith("/psql")
+
+
+def test_the_status_reads_the_archiver_as_postgres_and_the_stanzas_backups(status_side):
+    status_side.runner.on(is_psql, stdout=json.dumps(ARCHIVER).encode())
+    status_side.runner.on(lambda call: call.argv[-1] == "info", stdout=STATUS_INFO)
+    served = pitr.Served()
+    answer = status_side.handle(pitr.ASK_STATUS, served, None)["status"]
+    psql, info = (call.argv for call in status_side.runner.calls)
+    assert psql[:5] == ["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/psql"]
+    assert "dbname=postgres host=/var/run/postgresql port=5433 connect_timeout=10" in psql
+    assert "FROM pg_stat_archiver" in psql[-1] and "ON_ERROR_STOP=1" in psql
+    assert info[4:] == ["pgbackrest", "--stanza=main", "--output=json", "info"]
+    assert answer == {
+        "archiver": ARCHIVER,
+        "backups": [
+            {"type": "full", "label": "20261207-020000F", "stop": 1795990100},
+            {"type": "diff", "label": "20261207-020000F_1D", "stop": 1795999050},
+        ],
+        "repository": {"code": 0, "message": "ok"},
+        "max_archive_lag": 300,
+    }
+    # One status a run; nothing else is taken.
+    assert status_side.handle(pitr.ASK_STATUS, served, None) is None
+    assert status_side.handle(pitr.ASK_BACKUP, pitr.Served(), None) is None
+    status_side.cleanup(served)
+
+
+def test_a_cluster_that_cannot_be_asked_is_unavailable_and_pgbackrest_is_not_run(status_side):
+    status_side.runner.on(is_psql, fail=2, stderr="psql: error: connection to server failed: No such file")
+    answer = status_side.handle(pitr.ASK_STATUS, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.DB_UNAVAILABLE
+    assert answer["message"].startswith("cannot ask the cluster (port 5433) how its archiving goes (")
+    assert "No such file" in answer["message"]
+    assert len(status_side.runner.calls) == 1
+
+
+@pytest.mark.parametrize("stdout", [b"", b"[1]", b"not json"])
+def test_an_unreadable_archiver_answer_is_an_internal_failure(status_side, stdout):
+    status_side.runner.on(is_psql, stdout=stdout)
+    answer = status_side.handle(pitr.ASK_STATUS, pitr.Served(), None)["failed"]
+    assert answer == {"code": Exit.INTERNAL, "message": "the cluster's answer about its archiving is unreadable"}
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        ({"fail": 55, "stderr": "ERROR: [055]: unable to load info file"}, "pgBackRest info failed ("),
+        ({"stdout": b"[]"}, "pgBackRest's info of the stanza is unreadable"),
+        ({"stdout": b'[{"backup": [{"label": "x"}]}]'}, "pgBackRest's info of the stanza is unreadable"),
+    ],
+)
+def test_a_repository_that_cannot_be_read_is_said_beside_the_archiver(status_side, info, message):
+    status_side.runner.on(is_psql, stdout=json.dumps(ARCHIVER).encode())
+    status_side.runner.on(lambda call: call.argv[-1] == "info", **info)
+    answer = status_side.handle(pitr.ASK_STATUS, pitr.Served(), None)["status"]
+    assert answer["archiver"] == ARCHIVER and answer["backups"] == []
+    assert answer["repository"]["code"] == -1 and answer["repository"]["message"].startswith(message)

@@ -4,7 +4,6 @@
 writes the log, the metrics and the health-check pings, as every job does."""
 
 from .. import pitr
-from ..errors import Exit, Failure
 from . import common
 
 USAGE = """Usage: pitr_backup_db.sh [--type auto|full|diff|incr] [--quiet]
@@ -18,19 +17,9 @@ its passphrase are root's and postgres's."""
 def main(context, args):
     options, database, _offsite = common.parse_and_load(context, args, USAGE, options={"--type": "type"})
     kind = pitr.backup_type(["--type", options.type] if options.type is not None else [])
-    if database.engine != "postgresql":
-        raise Failure(
-            Exit.CONFIG,
-            f"pitr_backup_db.sh needs PostgreSQL with db_backup_pitr (pgBackRest); this project's database is "
-            f"{database.engine}",
-        )
-    channel = pitr.Channel.from_environment()
-    if channel is None:
-        raise Failure(
-            Exit.CONFIG,
-            "pitr_backup_db.sh must be started as root: pgBackRest's repository and its passphrase are root's and "
-            "postgres's",
-        )
+    channel = pitr.Channel.for_command(
+        database, "pitr_backup_db.sh", "pgBackRest's repository and its passphrase are root's and postgres's"
+    )
     context.start_run(database.healthcheck_url("pitr_backup_db"))
     done = channel.request(pitr.ASK_BACKUP, "done", context.log, f"taking the {kind} backup")
     context.log.info(

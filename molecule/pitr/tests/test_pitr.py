@@ -370,6 +370,77 @@ def test_the_scheduled_pgbackrest_backup_is_differential_after_a_recent_full_one
     assert len(info(host)["backup"]) == len(after)
 
 
+def check_metrics(host):
+    """The figures of pitr_check_db's metrics file, by name (djangoops_ left off)."""
+    text = host.file("/var/lib/djangoops-metrics/djangoops_shop_pitr_check_db.prom").content_string
+    return {
+        line.split("{")[0].removeprefix("djangoops_"): float(line.split()[-1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_the_scheduled_archiving_check_measures_the_lag_and_the_restorable_moment(host, probe, variables):
+    """pitr_check_db.sh as the schedule runs it, as root: archiving keeps up, so it exits 0
+    and its metrics say that the cluster is restorable to within archive_timeout of now,
+    as the project user logs it."""
+    segment = PostgreSQL(host).sql(
+        "WITH w AS (INSERT INTO pitr_probe SELECT 3000 + count(*), now() FROM pitr_probe RETURNING n) "
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) FROM w",
+    )
+    PostgreSQL(host).sql("SELECT pg_switch_wal()")
+    wait_archived(host, segment, 120)
+    code = run_scheduled(host, variables, "pitr_check_db")
+    assert code == 0, last_log_lines(host, "pitr_check_db", 10)
+    figures = check_metrics(host)
+    assert figures["pitr_archive_failing"] == 0
+    assert figures["job_exit_code"] == 0
+    lag = figures["pitr_archive_lag_seconds"]
+    assert 0 <= lag <= int(variables["db_backup_pitr_archive_timeout"]) + 30, figures
+    assert figures["pitr_backups"] >= 1
+    # Restorable to a moment at most archive_timeout (and the push) before now.
+    assert time.time() - figures["pitr_restorable_timestamp_seconds"] < 120, figures
+    assert "archiving keeps up: the newest archived segment " in last_log_lines(host, "pitr_check_db", 3)
+    assert host.file(f"{LOGS}/pitr_check_db.log").user == "shop"
+    schedule = host.file("/var/lib/djangoops-metrics/djangoops_shop.schedule.prom").content_string
+    assert 'djangoops_job_expected_interval_seconds{project="shop",script="pitr_check_db"} 300' in schedule
+
+
+def test_a_failing_archive_command_fails_the_check_until_archiving_works_again(host, probe):
+    """The archive command broken (as a full or unreachable repository breaks it): the
+    check exits 8 naming the failing segment, and its metrics say archiving fails and
+    lags; once archiving works again, the check passes and the segment is in the
+    repository."""
+    pg = PostgreSQL(host)
+    before = int(pg.sql("SELECT failed_count FROM pg_stat_archiver"))
+    pg.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
+    pg.sql("SELECT pg_reload_conf()")
+    try:
+        segment = pg.sql(
+            "WITH w AS (INSERT INTO pitr_probe SELECT 4000 + count(*), now() FROM pitr_probe RETURNING n) "
+            "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) FROM w",
+        )
+        pg.sql("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 60
+        while int(pg.sql("SELECT failed_count FROM pg_stat_archiver")) == before:
+            assert time.monotonic() < deadline, pg.sql("SELECT row_to_json(a)::text FROM pg_stat_archiver a")
+            time.sleep(0.5)
+        failing = host.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
+        assert failing.rc == 8, failing.stderr
+        assert f"archiving fails: {segment} failed at " in failing.stderr, failing.stderr
+        figures = check_metrics(host)
+        assert figures["pitr_archive_failing"] == 1 and figures["job_exit_code"] == 8
+        assert figures["pitr_archive_lag_seconds"] > 0
+        assert figures["pitr_archive_failures_total"] > before
+    finally:
+        pg.sql("ALTER SYSTEM RESET archive_command")
+        pg.sql("SELECT pg_reload_conf()")
+    wait_archived(host, segment, 120)
+    passing = host.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
+    assert passing.rc == 0, passing.stderr + last_log_lines(host, "pitr_check_db", 5)
+    assert check_metrics(host)["pitr_archive_failing"] == 0
+
+
 def test_a_new_passphrase_shows_in_no_diff(host, variables):
     # Check mode with --diff, as an operator previews a change of the passphrase.
     old = variables["db_backup_pitr_cipher_pass"]

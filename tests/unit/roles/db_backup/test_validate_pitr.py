@@ -37,6 +37,11 @@ CASES = {
         "db_backup_pitr_archive_timeout from 1 to 60 seconds (got 0)",
     ),
     "timeout_long": ({"db_backup_pitr_archive_timeout": 61}, "from 1 to 60 seconds (got 61)"),
+    "lag_short": (
+        {"db_backup_pitr_max_archive_lag": 59},
+        "db_backup_pitr_max_archive_lag from 60 to 86400 seconds (got 59)",
+    ),
+    "lag_long": ({"db_backup_pitr_max_archive_lag": 86401}, "from 60 to 86400 seconds (got 86401)"),
     "keep_none": ({"db_backup_pitr_keep_full": 0}, "db_backup_pitr_keep_full of at least 1 (got 0)"),
     "full_every_zero": ({"db_backup_pitr_full_every_days": 0}, "db_backup_pitr_full_every_days from 1 to 366 (got 0)"),
     "full_every_long": ({"db_backup_pitr_full_every_days": 367}, "from 1 to 366 (got 367)"),
