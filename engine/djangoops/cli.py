@@ -59,6 +59,9 @@ def main(argv, engine_dir):
         if privileges.is_root() and script == "pitr_backup_db":
             # The root side runs pgBackRest; the child logs it, writes its metrics and pings.
             return pitr.pitr_backup(project, config_dir, argv[1:], child)
+        if privileges.is_root() and script == "verify_db" and os.path.isfile(os.path.join(config_dir, "pitr.json")):
+            # With db_backup_pitr: the root side verifies pgBackRest's repository after the test restore.
+            return pitr.pitr_verify(project, config_dir, argv[1:], child)
         if privileges.is_root() and script == "pitr_check_db":
             # The root side reads the cluster's archiver and the repository; the child judges and reports.
             return pitr.pitr_check(project, config_dir, argv[1:], child)

@@ -47,6 +47,8 @@ ASK_SCRATCH = '{"ask": "scratch"}'
 ASK_REMOVE = '{"ask": "remove"}'
 ASK_BACKUP = '{"ask": "backup"}'
 ASK_STATUS = '{"ask": "status"}'
+ASK_VERIFY = '{"ask": "verify"}'
+VERIFY_TIMEOUT = 24 * 3600  # pgBackRest reading back the whole repository
 BACKUP_TYPES = ("auto", "full", "diff", "incr")
 BACKUP_TIMEOUT = 24 * 3600
 WAL_ROOM = 1 << 30  # bytes: PostgreSQL's default max_wal_size, for the WAL a recovery replays
@@ -598,6 +600,13 @@ def pitr_check(project, config_dir, args, child_main):
     return supervise(project, config_dir, child_main, StatusSide)
 
 
+def pitr_verify(project, config_dir, args, child_main):
+    """verify_db.sh started as root with db_backup_pitr: once the child has
+    test-restored its dump, pgBackRest verifies the stanza's repository."""
+    del args  # the child reads its own
+    return supervise(project, config_dir, child_main, VerifySide)
+
+
 def backup_type(args):
     """--type's value in ARGS (auto, full, diff or incr; default auto), read by
     both sides alike; Failure(USAGE) for another, or for the option given twice."""
@@ -749,27 +758,46 @@ class ScratchSide:
             remove(self.scratch, print_error)
 
 
-class BackupSide:
-    """pitr_backup_db.sh's root side: one pgBackRest backup of KIND once asked
-    (pgBackRest applies the stanza's retention after it)."""
+class OneRequest:
+    """A root side that answers one request, ASK, with {ANSWER: self.work()};
+    its failure is passed on to the child (an OSError as OS_ERROR says)."""
 
-    def __init__(self, root, kind):
+    ask = answer = ""
+    os_error = "could not run pgBackRest"
+
+    def __init__(self, root):
         self.root = root
-        self.kind = kind
 
     def handle(self, request, served, send):
-        if request != ASK_BACKUP or served.asked:
+        if request != self.ask or served.asked:
             return None
         served.asked = served.building = True
         try:
-            return {"done": self.backup()}
+            return {self.answer: self.work()}
         except (Failure, Interrupted, OSError) as exc:
-            return failed(exc, "could not run pgBackRest")
+            return failed(exc, self.os_error)
         finally:
             served.building = False
 
     def cleanup(self, served):
         pass
+
+    def work(self):
+        raise NotImplementedError
+
+
+class BackupSide(OneRequest):
+    """pitr_backup_db.sh's root side: one pgBackRest backup of KIND once asked
+    (pgBackRest applies the stanza's retention after it)."""
+
+    ask, answer = ASK_BACKUP, "done"
+
+    def __init__(self, root, kind):
+        super().__init__(root)
+        self.kind = kind
+
+    def work(self):
+        return self.backup()
 
     def describe(self):
         return describe(self.root)
@@ -857,25 +885,16 @@ ARCHIVER_SQL = """SELECT json_build_object(
 FROM pg_stat_archiver"""
 
 
-class StatusSide:
+class StatusSide(OneRequest):
     """pitr_check_db.sh's root side: once asked, the live cluster's archiver
     (as postgres, by its socket) and the stanza's backups (pgBackRest's info).
     Nothing is changed."""
 
-    def __init__(self, root):
-        self.root = root
+    ask, answer = ASK_STATUS, "status"
+    os_error = "could not run psql"
 
-    def handle(self, request, served, send):
-        if request != ASK_STATUS or served.asked:
-            return None
-        served.asked = True
-        try:
-            return {"status": self.status()}
-        except (Failure, Interrupted, OSError) as exc:
-            return failed(exc, "could not run psql")
-
-    def cleanup(self, served):
-        pass
+    def work(self):
+        return self.status()
 
     def archiver(self):
         settings = self.root.settings
@@ -919,6 +938,65 @@ class StatusSide:
         except (ValueError, TypeError, KeyError):
             answer["repository"] = {"code": -1, "message": "pgBackRest's info of the stanza is unreadable"}
         return answer
+
+
+class VerifySide(OneRequest):
+    """verify_db.sh's root side with db_backup_pitr: once asked, pgBackRest's
+    verify of the stanza (every backup's files and the archived WAL read back
+    against their checksums). Nothing is changed."""
+
+    ask, answer = ASK_VERIFY, "verified"
+
+    def work(self):
+        return self.verify()
+
+    def verify(self):
+        stanza = self.root.settings.stanza
+        self.root.say(f"pgBackRest verifies the repository of stanza {stanza}")
+        argv = as_postgres("pgbackrest", f"--stanza={stanza}", "--output=text", "--verbose", "verify")
+        started = time.monotonic()
+        try:
+            result = run_quiet(self.root.runner, argv, VERIFY_TIMEOUT)
+        except CommandFailed as failed_run:
+            raise Failure(
+                Exit.BAD_BACKUP, f"pgBackRest's verify of the repository failed ({failed_run.reason()})"
+            ) from None
+        verified = read_verify(result.stdout.decode("utf-8", "replace"))
+        verified["seconds"] = round(time.monotonic() - started, 1)
+        return verified
+
+
+_VERIFY_STATUS = re.compile(r"^status: (\S+)", re.M)
+_VERIFY_ARCHIVE = re.compile(r"archiveId: (\S+), total WAL checked: (\d+), total valid WAL: (\d+)\n\s*(.*)")
+_VERIFY_BACKUP = re.compile(
+    r"backup: (\S+), status: (\S+), total files checked: (\d+), total valid files: (\d+)\n\s*(.*)"
+)
+
+
+def read_verify(text):
+    """pgBackRest's verify --output=text --verbose (it exits 0 whatever it
+    found): {"ok", "wal_checked", "wal_valid", "backups", "files_checked",
+    "files_valid", "problems": [a sentence per archive or backup that is not
+    wholly valid]}. Failure(INTERNAL) when it says no status."""
+    found = _VERIFY_STATUS.search(text)
+    if found is None:
+        raise Failure(Exit.INTERNAL, f"pgBackRest's verify said nothing readable: {text.strip()[:200]!r}")
+    verified = {"ok": found.group(1) == "ok", "wal_checked": 0, "wal_valid": 0, "backups": 0}
+    verified.update(files_checked=0, files_valid=0, problems=[])
+    for archive, checked, valid, detail in _VERIFY_ARCHIVE.findall(text):
+        verified["wal_checked"] += int(checked)
+        verified["wal_valid"] += int(valid)
+        if checked != valid:
+            verified["problems"].append(f"archive {archive}: {valid} of {checked} WAL files valid ({detail.strip()})")
+    for label, status, checked, valid, detail in _VERIFY_BACKUP.findall(text):
+        verified["backups"] += 1
+        verified["files_checked"] += int(checked)
+        verified["files_valid"] += int(valid)
+        if status != "valid" or checked != valid:
+            verified["problems"].append(f"backup {label} {status}: {valid} of {checked} files valid ({detail.strip()})")
+    if not verified["ok"] and not verified["problems"]:
+        verified["problems"].append(f"status {found.group(1)}")
+    return verified
 
 
 def as_postgres(*argv):

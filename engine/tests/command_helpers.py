@@ -560,3 +560,14 @@ PITR_ARCHIVER = {
     "current_wal": "000000010000000000000008",
     "now": 1796000030.25,
 }
+
+# What pgBackRest 2.45's verify --output=text --verbose printed for a repository as written.
+PGBACKREST_VERIFY_OK = """stanza: main
+status: ok
+  archiveId: 15-1, total WAL checked: 20, total valid WAL: 20
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+  backup: 20261207-113729F, status: valid, total files checked: 1315, total valid files: 1315
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+  backup: 20261207-113729F_20261207-113851D, status: valid, total files checked: 1620, total valid files: 1620
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+"""

@@ -12,7 +12,7 @@ import stat
 import time
 
 import pytest
-from command_helpers import PITR_ARCHIVER
+from command_helpers import PGBACKREST_VERIFY_OK, PITR_ARCHIVER
 from djangoops import config, pitr
 from djangoops.errors import Exit, Failure
 from djangoops.runner import Interrupted
@@ -901,3 +901,83 @@ def test_a_repository_that_cannot_be_read_is_said_beside_the_archiver(status_sid
     answer = status_side.handle(pitr.ASK_STATUS, pitr.Served(), None)["status"]
     assert answer["archiver"] == ARCHIVER and answer["backups"] == []
     assert answer["repository"]["code"] == -1 and answer["repository"]["message"].startswith(message)
+
+
+# --- verify_db.sh's root side: pgBackRest's verify ----------------------------------------------
+
+# What pgBackRest 2.45 printed (exit 0 both times) for a repository as written (command_helpers),
+# and for a copy with a WAL segment overwritten in its middle and one file of the full backup removed.
+VERIFY_OK = PGBACKREST_VERIFY_OK
+VERIFY_DAMAGED = """stanza: main
+status: error
+  archiveId: 15-1, total WAL checked: 20, total valid WAL: 19
+    other: 1
+  backup: 20261207-113729F, status: invalid, total files checked: 1315, total valid files: 1314
+    missing: 1
+  backup: 20261207-113729F_20261207-113851D, status: invalid, total files checked: 1620, total valid files: 1619
+    missing: 1
+"""
+
+
+def test_a_verify_that_found_everything_valid_is_counted():
+    assert pitr.read_verify(VERIFY_OK) == {
+        "ok": True,
+        "wal_checked": 20,
+        "wal_valid": 20,
+        "backups": 2,
+        "files_checked": 2935,
+        "files_valid": 2935,
+        "problems": [],
+    }
+
+
+def test_a_verify_that_found_damage_names_each_archive_and_backup():
+    verified = pitr.read_verify(VERIFY_DAMAGED)
+    assert not verified["ok"] and (verified["wal_valid"], verified["files_valid"]) == (19, 2933)
+    assert verified["problems"] == [
+        "archive 15-1: 19 of 20 WAL files valid (other: 1)",
+        "backup 20261207-113729F invalid: 1314 of 1315 files valid (missing: 1)",
+        "backup 20261207-113729F_20261207-113851D invalid: 1619 of 1620 files valid (missing: 1)",
+    ]
+
+
+def test_an_error_status_without_details_is_still_a_problem():
+    assert pitr.read_verify("stanza: main\nstatus: error\n")["problems"] == ["status error"]
+
+
+def test_a_verify_without_a_status_is_unreadable():
+    with pytest.raises(Failure) as raised:
+        pitr.read_verify("")
+    assert raised.value.code == Exit.INTERNAL and "said nothing readable" in raised.value.message
+
+
+@pytest.fixture
+def verify_side():
+    runner = FakeRunner()
+    said = []
+    settings = config.Pitr("main", "/usr/lib/postgresql/15/bin", "/var/lib/x/shop", 5499)
+    side = pitr.VerifySide(pitr.Root(runner, settings, 1, (2, 3), said.append))
+    side.runner, side.said = runner, said
+    return side
+
+
+def test_the_verify_runs_as_postgres_and_answers_once(verify_side):
+    verify_side.runner.on(lambda call: call.argv[-1] == "verify", stdout=VERIFY_OK.encode())
+    served = pitr.Served()
+    answer = verify_side.handle(pitr.ASK_VERIFY, served, None)["verified"]
+    (call,) = verify_side.runner.calls
+    assert call.argv == [
+        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--output=text", "--verbose", "verify"
+    ]  # fmt: skip
+    assert answer["ok"] and answer["backups"] == 2 and isinstance(answer["seconds"], float)
+    assert verify_side.said == ["pgBackRest verifies the repository of stanza main"]
+    assert verify_side.handle(pitr.ASK_VERIFY, served, None) is None
+    assert verify_side.handle(pitr.ASK_STATUS, pitr.Served(), None) is None
+    verify_side.cleanup(served)
+
+
+def test_a_verify_that_cannot_run_is_a_bad_backup(verify_side):
+    verify_side.runner.on(lambda call: call.argv[-1] == "verify", fail=28, stderr="ERROR: [028]: backup in progress")
+    answer = verify_side.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.BAD_BACKUP
+    assert answer["message"].startswith("pgBackRest's verify of the repository failed (")

@@ -8,8 +8,10 @@ import os
 
 import pytest
 from command_helpers import (
+    PGBACKREST_VERIFY_OK,
     PROJECT,
     TABLES,
+    RootSide,
     counts_text,
     first,
     held_offsite,
@@ -18,7 +20,7 @@ from command_helpers import (
     restic_rule,
     snapshot_id,
 )
-from djangoops import sets
+from djangoops import pitr, sets
 from djangoops.commands import common, verify
 from djangoops.errors import Exit, Failure
 from djangoops.lock import Lock
@@ -346,3 +348,46 @@ def test_the_health_check_of_verify_db_is_pinged(cmd, engine):
 def test_the_scratch_database_name_is_short_and_never_the_live_one():
     assert verify.scratch_database("shop") == "djangoops_verify_shop"
     assert len(verify.scratch_database("x" * 100)) == len("djangoops_verify_") + 40
+
+
+# --- with db_backup_pitr, started as root: pgBackRest's repository after the dump -------------
+
+VERIFIED = {**pitr.read_verify(PGBACKREST_VERIFY_OK), "seconds": 4.5}
+
+
+@pytest.fixture
+def root_side(cmd, monkeypatch):
+    return RootSide(monkeypatch, lambda *args: run(cmd, *args))
+
+
+def test_the_repository_is_verified_after_the_dump(cmd, engine, root_side):
+    root_side.messages = [{"log": "pgBackRest verifies the repository of stanza main"}, {"verified": VERIFIED}]
+    assert root_side.run() == Exit.OK
+    assert root_side.asked() == pitr.ASK_VERIFY + "\n"
+    lines = info(cmd)[:-1]  # the last: "finished in"
+    assert lines[-3].startswith(f"verified {NAME} by a test restore in ")
+    assert lines[-2:] == [
+        "pgBackRest verifies the repository of stanza main",
+        "pgBackRest's repository verified in 4.5 s: 2 backups (2935 files) and 20 WAL files, each matching its "
+        "checksum",
+    ]
+    assert cmd.metric("pitr_verify_invalid_files", "verify_db") == "0"
+
+
+def test_a_repository_that_fails_its_verify_exits_8_naming_what(cmd, engine, root_side):
+    problems = ["backup 20261207-113729F invalid: 1314 of 1315 files valid (missing: 1)"]
+    bad = {**VERIFIED, "ok": False, "files_valid": 2934, "problems": problems}
+    root_side.messages = [{"verified": bad}]
+    assert root_side.run() == Exit.BAD_BACKUP
+    assert errors(cmd)[0] == (
+        "pgBackRest's repository fails its verify: backup 20261207-113729F invalid: 1314 of 1315 files valid "
+        "(missing: 1); a restore to a time that needs those files would fail: take a full backup "
+        "(pitr_backup_db.sh --type full)"
+    )
+    assert cmd.metric("pitr_verify_invalid_files", "verify_db") == "1"
+
+
+def test_a_dump_that_fails_its_verify_asks_the_root_side_nothing(cmd, engine, root_side):
+    first(cmd.fake, "psql", argv_contains="SELECT count", stdout=counts_text({"public.a": 1}))
+    assert root_side.run() == Exit.VERIFY_MISMATCH
+    assert root_side.asked() == ""

@@ -5,7 +5,7 @@ kept nowhere: the copy that matters is the off-site one."""
 
 import os
 
-from .. import manifest, sets
+from .. import manifest, pitr, sets
 from ..errors import Exit, Failure
 from ..log import format_seconds
 from ..runner import CommandFailed
@@ -17,7 +17,9 @@ Restore a backup into a scratch database, compare its tables and row counts with
 the backup's manifest, drop the scratch database. With --from (default: the
 role's db_backup_verify_from, else local), the set is downloaded from that
 off-site repository and checked first, and nothing is left here. Needs a
-writable db_backups/ (its lock file)."""
+writable db_backups/ (its lock file). Started as root with db_backup_pitr, it
+then has pgBackRest verify its repository (every backup's files and the
+archived WAL against their checksums)."""
 
 
 def scratch_database(project):
@@ -27,6 +29,8 @@ def scratch_database(project):
 
 
 def main(context, args):
+    # The root side's pipes (verify_db.sh started as root with db_backup_pitr), None otherwise.
+    channel = pitr.Channel.from_environment()
     options, database, offsite = common.parse_and_load(
         context,
         args,
@@ -83,6 +87,31 @@ def main(context, args):
     where = f" from off-site repository {source}" if source else ""
     took = format_seconds(context.clock() - started)
     context.log.info(f"verified {name}{where} by a test restore in {took} s: {summary}")
+    if channel is not None:
+        verify_repository(context, channel)
+
+
+def verify_repository(context, channel):
+    """pgBackRest's repository read back by the root side: Failure(BAD_BACKUP)
+    naming each backup or archive that is not wholly valid."""
+    verified = channel.request(pitr.ASK_VERIFY, "verified", context.log, "verifying pgBackRest's repository")
+    context.extra_metrics.update(
+        {
+            "pitr_verify_seconds": verified["seconds"],
+            "pitr_verify_invalid_files": (verified["files_checked"] - verified["files_valid"])
+            + (verified["wal_checked"] - verified["wal_valid"]),
+        }
+    )
+    if not verified["ok"] or verified["problems"]:
+        raise Failure(
+            Exit.BAD_BACKUP,
+            "pgBackRest's repository fails its verify: " + "; ".join(verified["problems"]) + "; a restore to a "
+            "time that needs those files would fail: take a full backup (pitr_backup_db.sh --type full)",
+        )
+    context.log.info(
+        f"pgBackRest's repository verified in {verified['seconds']} s: {verified['backups']} backups "
+        f"({verified['files_checked']} files) and {verified['wal_checked']} WAL files, each matching its checksum"
+    )
 
 
 def with_lock_timeout(database, seconds):

@@ -441,6 +441,33 @@ def test_a_failing_archive_command_fails_the_check_until_archiving_works_again(h
     assert check_metrics(host)["pitr_archive_failing"] == 0
 
 
+def test_the_scheduled_test_restore_verifies_the_repository_and_names_a_damaged_backup(host, variables):
+    """verify_db.sh as the schedule runs it with db_backup_pitr, as root: the dump's test
+    restore, then pgBackRest's verify of the repository, logged by the project user's side;
+    with a file of the newest pgBackRest backup moved aside it exits 8 naming that backup
+    (pgBackRest itself exits 0), and passes again once the file is back."""
+    dump = host.run(f"runuser -u shop -- {COMMANDS}/backup_db.sh </dev/null")
+    assert dump.rc == 0, dump.stderr
+    code = run_scheduled(host, variables, "verify_db")
+    assert code == 0, last_log_lines(host, "verify_db", 10)
+    log = last_log_lines(host, "verify_db", 5)
+    assert " by a test restore in " in log
+    assert "pgBackRest's repository verified in " in log and "WAL files, each matching its checksum" in log
+    newest = info(host)["backup"][-1]["label"]
+    found = host.run(f"find {REPOSITORY}/backup/{STANZA}/{newest}/pg_data -type f -name '*.zst' | sort | head -n 1")
+    path = found.stdout.strip()
+    assert path, found.stderr
+    host.run_expect([0], "mv %s %s.aside", path, path)
+    try:
+        damaged = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    finally:
+        host.run_expect([0], "mv %s.aside %s", path, path)
+    assert damaged.rc == 8, damaged.stderr
+    assert f"pgBackRest's repository fails its verify: backup {newest} invalid: " in damaged.stderr, damaged.stderr
+    again = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    assert again.rc == 0, again.stderr
+
+
 def test_a_new_passphrase_shows_in_no_diff(host, variables):
     # Check mode with --diff, as an operator previews a change of the passphrase.
     old = variables["db_backup_pitr_cipher_pass"]
