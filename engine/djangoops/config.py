@@ -67,6 +67,7 @@ class Pitr:
     port: int = 5432
     socket_dir: str = "/var/run/postgresql"
     max_archive_lag: int = 300
+    repositories: tuple[int, ...] = (1,)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,8 @@ def load_pitr(path):
     socket_dir: str, absolute path of the live cluster's socket directory
     max_archive_lag: int 60-86400, seconds the newest archived WAL may be older than WAL still
         waiting before pitr_check_db.sh fails
+    repositories: list of int 1-4, pgBackRest's repositories, the local one (1) first; each
+        pitr_backup_db.sh backs up to every one
     """
     values = _Object(_file(path), read_values(path))
     pitr = Pitr(
@@ -277,7 +280,12 @@ def load_pitr(path):
         port=values.number("port", 1, 65535),
         socket_dir=values.string("socket_dir", rule=PLAIN_PATH),
         max_archive_lag=values.number("max_archive_lag", 60, 86400),
+        repositories=tuple(values.list("repositories")),
     )
+    if not pitr.repositories or pitr.repositories[0] != 1 or len(set(pitr.repositories)) != len(pitr.repositories):
+        values.fail("repositories", "must list the local repository 1 first, each repository once")
+    if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 4 for r in pitr.repositories):
+        values.fail("repositories", "must hold numbers from 1 to 4")
     if pitr.scratch_dir.rstrip("/").count("/") < 2:
         values.fail("scratch_dir", "is too close to / for a directory the restore removes")
     values.finish()

@@ -797,24 +797,47 @@ class BackupSide(OneRequest):
         self.kind = kind
 
     def work(self):
-        return self.backup()
+        """A backup in each repository, the local one first: {the local one's
+        figures (backup()), "offsite": [the others' figures]}. A failure in the
+        first is DUMP_FAILED; in another, OFFSITE_FAILED, the local one standing."""
+        now = time.time()
+        done = None
+        for repo in self.root.settings.repositories:
+            try:
+                taken = self.backup(now=now, repo=repo)
+            except Failure as failure:
+                if done is None:
+                    raise
+                raise Failure(
+                    Exit.OFFSITE_FAILED,
+                    f"{failure.message}; the backup {done['label']} in the local repository stands",
+                ) from None
+            if done is None:
+                done = {**taken, "offsite": []}
+            else:
+                done["offsite"].append(taken)
+        return done
 
     def describe(self):
         return describe(self.root)
 
-    def auto_kind(self, now):
-        """auto: full when the stanza has no full backup, or its newest one is
-        older than full_every_days (less an hour, so that a daily run at a set
-        time does not slip a day); differential otherwise."""
+    def auto_kind(self, now, repo=1):
+        """auto: full when REPO has no full backup of the stanza, or its newest
+        one is older than full_every_days (less an hour, so that a daily run at
+        a set time does not slip a day); differential otherwise."""
         days = self.root.settings.full_every_days
         try:
-            fulls = [int(b["timestamp"]["stop"]) for b in self.describe()["backup"] if b["type"] == "full"]
+            fulls = [
+                int(b["timestamp"]["stop"])
+                for b in self.describe()["backup"]
+                if b["type"] == "full" and repository_of(b) == repo
+            ]
         except (CommandFailed, ValueError, TypeError, KeyError) as exc:
             raise Failure(
                 Exit.DUMP_FAILED, f"pgBackRest cannot describe the stanza, so no backup was taken ({exc})"
             ) from None
         if not fulls:
-            return "full", "the stanza has no full backup"
+            return "full", "the stanza has no full backup" + (f" in repository {repo}" if repo != 1 else "")
         age = now - max(fulls)
         if age >= days * 86400 - 3600:
             return (
@@ -823,11 +846,13 @@ class BackupSide(OneRequest):
             )
         return "diff", f"the newest full backup is {age / 86400:.1f} days old"
 
-    def backup(self, now=None):
+    def backup(self, now=None, repo=1):
         root, stanza = self.root, self.root.settings.stanza
-        pgbackrest = as_postgres("pgbackrest", f"--stanza={stanza}")
-        kind, why = (self.kind, "") if self.kind != "auto" else self.auto_kind(time.time() if now is None else now)
-        root.say(f"pgBackRest takes a {kind} backup of the cluster (stanza {stanza})" + (f": {why}" if why else ""))
+        pgbackrest = as_postgres("pgbackrest", f"--stanza={stanza}", f"--repo={repo}")
+        now = time.time() if now is None else now
+        kind, why = (self.kind, "") if self.kind != "auto" else self.auto_kind(now, repo)
+        where = f"stanza {stanza}" + (f", off-site repository {repo}" if repo != 1 else "")
+        root.say(f"pgBackRest takes a {kind} backup of the cluster ({where})" + (f": {why}" if why else ""))
         started = time.monotonic()
         try:
             run_quiet(
@@ -836,20 +861,22 @@ class BackupSide(OneRequest):
         except CommandFailed as failed_run:
             raise Failure(
                 Exit.DUMP_FAILED,
-                f"pgBackRest's {kind} backup failed ({failed_run.reason()}); the stanza's earlier backups are as "
+                f"pgBackRest's {kind} backup ({where}) failed ({failed_run.reason()}); the earlier backups are as "
                 "they were",
             ) from None
         took = time.monotonic() - started
         try:
             described = self.describe()
-            newest = described["backup"][-1]
+            held = [b for b in described["backup"] if repository_of(b) == repo]
+            newest = held[-1]
             return {
+                "repository": repo,
                 "label": str(newest["label"]),
                 "type": str(newest["type"]),
                 "seconds": round(took, 1),
                 "database_bytes": int(newest["info"]["size"]),
                 "repository_bytes": int(newest["info"]["repository"]["delta"]),
-                "backups": len(described["backup"]),
+                "backups": len(held),
             }
         except (CommandFailed, ValueError, TypeError, KeyError, IndexError):
             raise Failure(
@@ -857,6 +884,11 @@ class BackupSide(OneRequest):
                 f"pgBackRest's {kind} backup ended without an error, but its description of the stanza is "
                 "unreadable (pgbackrest info)",
             ) from None
+
+
+def repository_of(backup):
+    """The repository (pgBackRest's repo-key) that holds BACKUP, an entry of info's backups."""
+    return int((backup.get("database") or {}).get("repo-key", 1))
 
 
 def describe(root):

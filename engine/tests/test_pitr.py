@@ -97,6 +97,7 @@ VALUES = {
     "port": 5433,
     "socket_dir": "/var/run/postgresql",
     "max_archive_lag": 300,
+    "repositories": [1],
 }
 
 
@@ -123,6 +124,10 @@ def test_the_values_are_read(tmp_path):
         ({"scratch_port": 0}, "scratch_port"),
         ({"socket_dir": "/run/x y"}, "socket_dir must be a path of letters"),
         ({"max_archive_lag": 59}, "max_archive_lag"),
+        ({"repositories": [2, 1]}, "repositories must list the local repository 1 first"),
+        ({"repositories": []}, "repositories must list the local repository 1 first"),
+        ({"repositories": [1, 1]}, "each repository once"),
+        ({"repositories": [1, 5]}, "repositories must hold numbers from 1 to 4"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path, changes, error):
@@ -772,8 +777,8 @@ def test_the_backup_runs_as_postgres_and_reports_the_newest_backup(backup_side):
     answer = backup_side.handle(pitr.ASK_BACKUP, served, None)["done"]
     backup, info = (call.argv for call in backup_side.runner.calls)
     assert backup == [
-        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--type=diff", "--log-level-console=warn",
-        "backup",
+        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--repo=1", "--type=diff",
+        "--log-level-console=warn", "backup",
     ]  # fmt: skip
     assert info[4:] == ["pgbackrest", "--stanza=main", "--output=json", "info"]
     assert answer["label"] == "20261207-020000F_20261208-020000D" and answer["type"] == "diff"
@@ -790,9 +795,9 @@ def test_a_failed_backup_says_the_earlier_ones_stand(backup_side):
     )
     answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
     assert answer["code"] == Exit.DUMP_FAILED
-    assert answer["message"].startswith("pgBackRest's diff backup failed (")
+    assert answer["message"].startswith("pgBackRest's diff backup (stanza main) failed (")
     assert "unable to find primary" in answer["message"]
-    assert answer["message"].endswith("the stanza's earlier backups are as they were")
+    assert answer["message"].endswith("the earlier backups are as they were")
 
 
 @pytest.mark.parametrize("stdout", [b"", b"[]", b'[{"backup": []}]', b'[{"backup": [{"label": "x"}]}]'])
@@ -981,3 +986,70 @@ def test_a_verify_that_cannot_run_is_a_bad_backup(verify_side):
     answer = verify_side.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
     assert answer["code"] == Exit.BAD_BACKUP
     assert answer["message"].startswith("pgBackRest's verify of the repository failed (")
+
+
+# --- two repositories: the local one, then the bucket ------------------------------------------
+
+
+def two_repositories_info(*backups):
+    """info of a stanza whose BACKUPS are (label, kind, repository, days old)."""
+    entries = [
+        {
+            "label": label,
+            "type": kind,
+            "timestamp": {"stop": AUTO_NOW - int(days * 86400)},
+            "database": {"id": 1, "repo-key": repo},
+            "info": {"size": 10 << 20, "repository": {"delta": repo << 20}},
+        }
+        for label, kind, repo, days in backups
+    ]
+    return json.dumps([{"name": "main", "backup": entries}]).encode()
+
+
+@pytest.fixture
+def two_sides(backup_side):
+    backup_side.root.settings = config.Pitr(
+        "main", "/usr/lib/postgresql/15/bin", "/var/lib/x/shop", 5499, repositories=(1, 2)
+    )
+    backup_side.kind = "auto"
+    return backup_side
+
+
+def test_each_repository_gets_its_own_backup_the_local_one_first(two_sides, monkeypatch):
+    monkeypatch.setattr(pitr.time, "time", lambda: AUTO_NOW)
+    before = (("1F", "full", 1, 2), ("2F", "full", 2, 9))
+    # info: before the local backup, after it (and before the bucket's), after the bucket's.
+    two_sides.runner.on(lambda call: call.argv[-1] == "info", times=1, stdout=two_repositories_info(*before))
+    after_local = (*before, ("1F_1D", "diff", 1, 0))
+    two_sides.runner.on(lambda call: call.argv[-1] == "info", times=2, stdout=two_repositories_info(*after_local))
+    two_sides.runner.on(
+        lambda call: call.argv[-1] == "info", stdout=two_repositories_info(*after_local, ("3F", "full", 2, 0))
+    )
+    done = two_sides.handle(pitr.ASK_BACKUP, pitr.Served(), None)["done"]
+    taken = [call.argv[6:8] for call in two_sides.runner.calls if call.argv[-1] == "backup"]
+    # The local repository's full backup is 2 days old, the bucket's 9: each decides alone.
+    assert taken == [["--repo=1", "--type=diff"], ["--repo=2", "--type=full"]]
+    assert (done["label"], done["repository"], done["backups"]) == ("1F_1D", 1, 2)
+    assert [(o["label"], o["repository"], o["repository_bytes"]) for o in done["offsite"]] == [("3F", 2, 2 << 20)]
+    assert two_sides.said[1] == (
+        "pgBackRest takes a full backup of the cluster (stanza main, off-site repository 2): the newest full "
+        "backup is 9.0 days old (db_backup_pitr_full_every_days 7)"
+    )
+
+
+def test_an_offsite_backup_that_fails_leaves_the_local_one_standing(two_sides):
+    two_sides.runner.on(lambda call: call.argv[-1] == "info", stdout=two_repositories_info(("1F", "full", 1, 0)))
+    two_sides.runner.on(lambda call: "--repo=2" in call.argv and call.argv[-1] == "backup", fail=39,
+                        stderr="ERROR: [039]: HTTP request failed")  # fmt: skip
+    answer = two_sides.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.OFFSITE_FAILED
+    assert answer["message"].startswith("pgBackRest's full backup (stanza main, off-site repository 2) failed (")
+    assert answer["message"].endswith("; the backup 1F in the local repository stands")
+
+
+def test_a_local_backup_that_fails_stops_before_the_bucket(two_sides):
+    two_sides.runner.on(lambda call: call.argv[-1] == "info", stdout=two_repositories_info())
+    two_sides.runner.on(lambda call: call.argv[-1] == "backup", fail=56, stderr="ERROR: [056]")
+    answer = two_sides.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.DUMP_FAILED
+    assert [c.argv[6] for c in two_sides.runner.calls if c.argv[-1] == "backup"] == ["--repo=1"]

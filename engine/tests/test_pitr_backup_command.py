@@ -42,6 +42,16 @@ def test_the_backup_is_logged_measured_and_pinged(cmd, root_side):
     assert cmd.pings == [("https://hc.example/pitr", "start"), ("https://hc.example/pitr", "0")]
 
 
+def test_each_offsite_backup_gets_its_line(cmd, root_side):
+    offsite = {**DONE, "repository": 2, "label": "20261208-020000F", "type": "full", "repository_bytes": 40 << 20}
+    root_side.messages = [{"done": {**DONE, "repository": 1, "offsite": [offsite]}}]
+    assert root_side.run() == Exit.OK
+    assert cmd.lines("INFO", "pitr_backup_db")[1] == (
+        "pgBackRest full backup 20261208-020000F in off-site repository 2 in 12.5 s: it took 40MB more there; it "
+        "keeps 3 backups"
+    )
+
+
 def test_a_failed_backup_exits_with_the_root_sides_code_and_is_no_success(cmd, root_side):
     message = "pgBackRest's diff backup failed (exit code 56); the stanza's earlier backups are as they were"
     root_side.messages = [{"failed": {"code": 7, "message": message}}]

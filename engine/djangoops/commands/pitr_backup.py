@@ -27,6 +27,12 @@ def main(context, args):
         f"{common.iec(done['database_bytes'])}B, the repository took {common.iec(done['repository_bytes'])}B more; "
         f"the stanza keeps {done['backups']} backups"
     )
+    for offsite in done.get("offsite", []):
+        context.log.info(
+            f"pgBackRest {offsite['type']} backup {offsite['label']} in off-site repository {offsite['repository']} "
+            f"in {offsite['seconds']} s: it took {common.iec(offsite['repository_bytes'])}B more there; it keeps "
+            f"{offsite['backups']} backups"
+        )
     context.extra_metrics.update(
         {
             "pitr_backup_seconds": done["seconds"],

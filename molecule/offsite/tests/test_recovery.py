@@ -7,16 +7,10 @@ and the same media files. Runs last (file order), once, without the per-server `
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
-import testinfra
-import yaml
-from bare_inventory import connection_vars
-from db_backup.backup_helpers import DB_NAME, ROOT, VARS, PostgreSQL, playbook
+import fresh_server
+from db_backup.backup_helpers import ROOT, PostgreSQL, playbook, recovery_vars
 from installed_code import DB_COMMANDS
 from offsite_helpers import plant_set, set_time
 from planted_code import PLANTED_LOG, plant, planted_by_root
@@ -33,39 +27,7 @@ MEDIA = "cd /home/shop/media && find . -type f -print0 | LC_ALL=C sort -z | xarg
 
 
 def server(inventory=None):
-    inventory = inventory or os.environ["MOLECULE_INVENTORY_FILE"]
-    return testinfra.get_host(f"ansible://{SERVER}", ansible_inventory=str(inventory))
-
-
-def inventory_for_new_server(address, tmp_path):
-    """The scenario's inventory (with its group and host variables) where SERVER is at
-    `address`: the operator's edit when the replacement machine comes up."""
-    copy = tmp_path / "inventory"
-    shutil.copytree(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent, copy)
-    hosts = copy / "ansible_inventory.yml"
-    data = yaml.safe_load(hosts.read_text())
-    data["all"]["hosts"][SERVER]["ansible_host"] = address  # the groups share this mapping
-    hosts.write_text(yaml.safe_dump(data))
-    return hosts
-
-
-def wait_for_ssh(address, port, seconds=60):
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with socket.create_connection((address, port), timeout=2) as connection:
-                if connection.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"no sshd at {address}:{port} after {seconds} s"
-        time.sleep(0.5)
-
-
-def docker(*args):
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return fresh_server.server(SERVER, inventory)
 
 
 def served(host):
@@ -105,17 +67,7 @@ def test_disaster_drill(tmp_path):
 
     # Server A is lost; B starts from the image as a new machine would, with
     # the test bed's access key, at an address of its own.
-    entry = connection_vars(SERVER)
-    docker("rm", "--force", "--volumes", SERVER)
-    docker(
-        "run", "--detach", "--name", SERVER, "--hostname", SERVER, "--label", "owner=molecule",
-        "--cap-add", "SYS_ADMIN", "--cgroupns", "host", "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-        "--volume", f"{entry['ansible_private_key_file']}.pub:/opt/djangoops-test/access/authorized_keys:ro",
-        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp", IMAGE, "/sbin/init",
-    )  # fmt: skip
-    address = docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", SERVER)
-    wait_for_ssh(address, int(entry["ansible_port"]))
-    inventory = inventory_for_new_server(address, tmp_path)
+    inventory = fresh_server.replace(SERVER, IMAGE, tmp_path)
     b = server(inventory)
     b.run_expect([0, 1], "systemctl is-system-running --wait")
     assert b.run("test -e /home/shop/db_backups").rc == 1, "B must start without A's files"
@@ -130,21 +82,9 @@ def test_disaster_drill(tmp_path):
     plant(b)
 
     # B is up: the recovery, from nothing but the inventory and the vault.
-    extra = tmp_path / "vars.json"
-    extra.write_text(
-        json.dumps(
-            {
-                "db_backup_database_name": DB_NAME,
-                "db_backup_database_user": VARS["test_db_user"],
-                "db_backup_database_password": VARS["test_db_password"],
-                "db_backup_database_host": "127.0.0.1",
-                "confirm_database": DB_NAME,
-                # The recovered server schedules its backups again (recover.yml applies the
-                # schedule role): every minute here, so that the test sees the next one run.
-                "schedule_backup_time": "* * * * *",
-            }
-        )
-    )
+    # The recovered server schedules its backups again (recover.yml applies the schedule
+    # role): every minute here, so that the test sees the next one run.
+    extra = recovery_vars(tmp_path, schedule_backup_time="* * * * *")
     started = time.monotonic()
     recover = playbook(
         "playbooks/recover.yml", "-e", f"target={SERVER}", "-e", "@molecule/shared/playbooks/vars/backup.yml",

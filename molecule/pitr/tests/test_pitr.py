@@ -35,6 +35,11 @@ def info(host):
     return stanza
 
 
+def local_backups(backups):
+    """Those of BACKUPS (info's) in the local repository (pgBackRest's repo1)."""
+    return [b for b in backups if b["database"]["repo-key"] == 1]
+
+
 def newest_archived(host):
     """The newest WAL segment in the repository ("" when none)."""
     archives = info(host)["archive"]
@@ -125,7 +130,8 @@ def test_only_root_and_postgres_read_the_passphrase(host, variables):
     assert (config.user, config.group, config.mode) == ("root", "postgres", 0o640)
     assert host.file("/etc/pgbackrest").user == "root"
     passphrase = variables["db_backup_pitr_cipher_pass"]
-    assert host.run(f"grep -cF {quote(passphrase)} {CONFIG}").stdout.strip() == "1"
+    # Once a repository: the local one and the bucket.
+    assert host.run(f"grep -cF {quote(passphrase)} {CONFIG}").stdout.strip() == "2"
     # In no other file of pgBackRest's or PostgreSQL's, nor its logs.
     others = host.run(
         f"grep -rlF {quote(passphrase)} /etc/postgresql /var/log/pgbackrest /var/log/postgresql {REPOSITORY} "
@@ -356,14 +362,18 @@ def test_the_scheduled_pgbackrest_backup_is_differential_after_a_recent_full_one
         + host.run(f"journalctl -u {UNIT_PREFIX}pitr_backup_db.service --no-pager -n 40").stdout
     )
     after = info(host)["backup"]
-    assert len(after) == len(before) + 1
-    newest = after[-1]
-    # Differential: what changed since the newest full backup, which it names as its prior.
-    assert newest["type"] == "diff"
-    assert newest["prior"] == [b["label"] for b in after if b["type"] == "full"][-1]
+    # One in each repository: the local one, then the bucket.
+    assert len(after) == len(before) + 2
+    for repo in (1, 2):
+        held = [b for b in after if b["database"]["repo-key"] == repo]
+        # Differential: what changed since the repository's newest full backup, its prior.
+        assert held[-1]["type"] == "diff", held[-1]
+        assert held[-1]["prior"] == [b["label"] for b in held if b["type"] == "full"][-1]
+    newest, offsite = (local_backups(after)[-1], [b for b in after if b["database"]["repo-key"] == 2][-1])
     log = last_log_lines(host, "pitr_backup_db", 5)
     assert "pgBackRest takes a diff backup of the cluster (stanza main): the newest full backup is 0.0 days old" in log
     assert f"pgBackRest diff backup {newest['label']} in " in log
+    assert f"pgBackRest diff backup {offsite['label']} in off-site repository 2 in " in log
     assert host.file(f"{LOGS}/pitr_backup_db.log").user == "shop"
     as_user = host.run(f"runuser -u shop -- {ENGINE_BIN}/pitr_backup_db.sh </dev/null")
     assert as_user.rc == 3 and "must be started as root" in as_user.stderr, as_user.stderr
@@ -453,7 +463,7 @@ def test_the_scheduled_test_restore_verifies_the_repository_and_names_a_damaged_
     log = last_log_lines(host, "verify_db", 5)
     assert " by a test restore in " in log
     assert "pgBackRest's repository verified in " in log and "WAL files, each matching its checksum" in log
-    newest = info(host)["backup"][-1]["label"]
+    newest = local_backups(info(host)["backup"])[-1]["label"]
     found = host.run(f"find {REPOSITORY}/backup/{STANZA}/{newest}/pg_data -type f -name '*.zst' | sort | head -n 1")
     path = found.stdout.strip()
     assert path, found.stderr
@@ -477,7 +487,7 @@ def test_a_new_passphrase_shows_in_no_diff(host, variables):
     assert "Install pgBackRest's configuration" in output
     assert old not in output and new not in output
     assert "censored" in output  # the configuration's task would change, and says nothing of how
-    assert host.run(f"grep -cF {quote(old)} {CONFIG}").stdout.strip() == "1"  # check mode changed nothing
+    assert host.run(f"grep -cF {quote(old)} {CONFIG}").stdout.strip() == "2"  # check mode changed nothing
 
 
 def restart_postgresql(host):
@@ -515,3 +525,8 @@ def test_the_role_never_restarts_postgresql_it_may_not_restart(host, variables):
     assert code == 0, output
     assert PostgreSQL(host).sql("SHOW archive_mode") == "on"
     pgbackrest(host, "check")
+    # What was written while archive_mode was off is in no archive: a restore from an older
+    # backup stops there. The role README's step after such a gap, a backup at once (the drill,
+    # next, rebuilds this server from the newest one).
+    after_gap = host.run(f"{ENGINE_BIN}/pitr_backup_db.sh </dev/null")
+    assert after_gap.rc == 0, after_gap.stderr

@@ -3,6 +3,7 @@ SQL run as the database superuser, the test database's name and credentials, ps 
 taken while a script runs, the files that hold a secret, the scripts' logs, and playbooks run
 from the controller."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -198,3 +199,19 @@ def playbook(*args, inventory=None):
         cwd=str(ROOT),
         check=False,
     )
+
+
+def recovery_vars(tmp_path, **more):
+    """A file of extra variables for playbooks/recover.yml: what the inventory and the vault
+    hold for the site's database (the credentials converge_backup.yml gives the role), its
+    name confirmed, and MORE; returns its path for `-e @PATH`."""
+    path = tmp_path / "vars.json"
+    values = {
+        "db_backup_database_name": DB_NAME,
+        "db_backup_database_user": VARS["test_db_user"],
+        "db_backup_database_password": VARS["test_db_password"],
+        "db_backup_database_host": "127.0.0.1",
+        "confirm_database": DB_NAME,
+    }
+    path.write_text(json.dumps({**values, **more}))
+    return path

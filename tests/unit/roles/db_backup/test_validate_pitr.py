@@ -25,8 +25,24 @@ GOOD = {
     # The default, as the role renders it for project shop (the cases' values are not templated).
     "db_backup_pitr_scratch_dir": "/var/lib/djangoops-pitr/shop",
 }
+S3 = {
+    "endpoint": "s3.example.net",
+    "bucket": "shop-pitr",
+    "region": "eu-west-1",
+    "access_key_id": "AKIAEXAMPLE",
+    "secret_access_key": "secret/key+example",
+}
 CASES = {
     "good": ({}, None),
+    "good_s3": ({"db_backup_pitr_s3": {**S3, "port": 9000, "uri_style": "path", "ca": "-----BEGIN..."}}, None),
+    "s3_missing": (
+        {"db_backup_pitr_s3": {"endpoint": "s3.example.net", "bucket": "shop-pitr"}},
+        "(missing: region, access_key_id, secret_access_key; unknown keys: none)",
+    ),
+    "s3_unknown": ({"db_backup_pitr_s3": {**S3, "secret": "x"}}, "unknown keys: secret)"),
+    "s3_uri_style": ({"db_backup_pitr_s3": {**S3, "uri_style": "virtual"}}, "uri_style host or path (got 'virtual')"),
+    "s3_bucket": ({"db_backup_pitr_s3": {**S3, "bucket": "Shop_PITR"}}, "a bucket name S3 allows (got 'Shop_PITR')"),
+    "s3_path": ({"db_backup_pitr_s3": {**S3, "path": "pgbackrest"}}, "(got 'pgbackrest')"),
     "off_ignores_the_rest": ({"db_backup_pitr": False, "db_backup_pitr_cipher_pass": ""}, None),
     "mariadb": ({"db_backup_engine": "mysql"}, "db_backup_pitr needs db_backup_engine 'postgresql' (got 'mysql')"),
     "no_passphrase": ({"db_backup_pitr_cipher_pass": ""}, "db_backup_pitr_cipher_pass of at least 20 characters"),

@@ -1,0 +1,91 @@
+"""The last-minute drill, on each server after its other tests (file order, one worker a
+server): a writer commits a numbered row every 100 ms; the server is destroyed while it
+runs, volumes and all; a fresh server with the same name gets the site's database server
+from the test bed's deployment, and playbooks/recover.yml -e pitr=true rebuilds the whole
+cluster from the off-site pgBackRest repository (the S3 stand-in). Every row committed more
+than 60 s before the loss must be back (the RPO, measured and printed), without a gap, and
+the rebuilt server archives and backs itself up again."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import fresh_server
+from db_backup.backup_helpers import DB_NAME, PostgreSQL, playbook, recovery_vars
+from shop_project import ENGINE_BIN, quote
+
+IMAGE = "{prefix}/server:{release}"
+RESULTS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / os.environ.get("DJANGOOPS_RESULTS_DIR", "results")
+RPO_SECONDS = 60
+SITE_USER = "shop"
+
+
+def start_writer(host):
+    """A writer committing a numbered row (its commit time beside it) every 100 ms into
+    pitr_drill of the site's database, for up to ten minutes, in a session of its own."""
+    db = PostgreSQL(host)
+    db.sql("DROP TABLE IF EXISTS pitr_drill; CREATE TABLE pitr_drill (n int PRIMARY KEY, at timestamptz NOT NULL)")
+    loop = (
+        "i=1; while [ $i -le 6000 ]; do "
+        'echo "INSERT INTO pitr_drill VALUES ($i, clock_timestamp());"; i=$((i+1)); sleep 0.1; done'
+    )
+    psql = f"runuser -u postgres -- env PGDATABASE={quote(DB_NAME)} psql -X -q"
+    host.run(f"setsid -f sh -c {quote(f'({loop}) | {psql}')} >/dev/null 2>&1")
+
+
+def test_a_destroyed_server_comes_back_to_its_last_minute(host, tmp_path):
+    name = host.backend.get_hostname()
+    release = name.rsplit("-", 1)[1]
+    image = IMAGE.format(prefix=os.environ.get("DJANGOOPS_IMAGE_PREFIX", "djangoops-test"), release=release)
+    s3_address = host.run_expect([0], "getent hosts pitr-s3").stdout.split()[0]
+    start_writer(host)
+    # Long enough for a few archive_timeouts (5 s here) of writes.
+    time.sleep(20)
+    written = int(PostgreSQL(host).sql("SELECT count(*) FROM pitr_drill"))
+    assert written > 100, written
+    lost_at = time.time()
+    inventory = fresh_server.replace(name, image, tmp_path, "--add-host", f"pitr-s3:{s3_address}")
+    new = fresh_server.server(name, inventory)
+    new.run_expect([0, 1], "systemctl is-system-running --wait")
+    assert new.run("test -e /var/lib/pgbackrest").rc == 1, "the new server must start without the old one's files"
+    # The site's code and an empty database server, from the deployment (the test bed's).
+    deployed = playbook("molecule/shared/playbooks/prepare_backup.yml", "--limit", name, inventory=inventory)
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+
+    extra = recovery_vars(tmp_path, pitr=True)
+    started = time.monotonic()
+    recover = playbook(
+        "playbooks/recover.yml", "-e", f"target={name}", "-e", "@molecule/shared/playbooks/vars/backup.yml",
+        "-e", f"@{extra}", inventory=inventory,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert recover.returncode == 0, recover.stdout[-5000:]
+    db = PostgreSQL(new)
+    rows, newest, last = db.sql(
+        "SELECT count(*) || ' ' || max(n) || ' ' || extract(epoch FROM max(at)) FROM pitr_drill"
+    ).split()
+    rpo = lost_at - float(last)
+    # The figures, for the README (a passing test's output is not shown).
+    with open(RESULTS / "pitr-drill.txt", "a", encoding="utf-8") as figures:
+        figures.write(
+            f"{name}: {rows} rows back of the {written}+ written before the loss; the newest committed {rpo:.1f} s "
+            f"before it (RPO); recover.yml took {took:.0f} s\n"
+        )
+    # Every row up to the newest one that came back, without a gap: all those committed
+    # more than RPO_SECONDS before the loss among them.
+    assert int(rows) == int(newest), (rows, newest)
+    assert rpo <= RPO_SECONDS, rpo
+    said = " ".join(recover.stdout.split())
+    assert "rebuilt the PostgreSQL cluster from the off-site pgBackRest repository (bucket pitr-offsite)" in said, said[
+        -3000:
+    ]
+    # It archives again, into both repositories, and the local one has a backup to restore from.
+    stanza = json.loads(
+        new.run_expect([0], "cd / && runuser -u postgres -- pgbackrest --stanza=main --output=json info").stdout
+    )[0]
+    assert stanza["status"]["code"] == 0, stanza["status"]
+    assert {b["database"]["repo-key"] for b in stanza["backup"]} == {1, 2}
+    check = new.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
+    assert check.rc == 0, check.stderr
+    assert SITE_USER in new.run_expect([0], "stat -c %U /home/shop/logs/pitr_check_db.log").stdout
