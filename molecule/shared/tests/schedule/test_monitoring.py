@@ -20,9 +20,10 @@ METRICS_DIR = "/var/lib/djangoops-metrics"
 RULES = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "templates" / "prometheus" / "djangoops.rules.yml"
 # Every metric the rules read, from the rules file itself.
 RULE_METRICS = sorted(set(re.findall(r"\bdjangoops_[a-z_]+\b", RULES.read_text())))
-# This scenario has no off-site repository: the off-site scenario and the engine's unit tests
-# prove those series.
+# This scenario has no off-site repository and no point-in-time recovery: the offsite and pitr
+# scenarios (from the metrics files) and the engine's unit tests prove those series.
 OFFSITE = "djangoops_offsite_"
+PITR = "djangoops_pitr_"
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_node_exporter_reads_every_metrics_file_as_installed(host, monitored, ru
 def test_every_series_the_rules_read_is_scraped_from_every_server(host, prometheus, variables):
     instances = set(variables["groups"]["monitored"])
     assert len(instances) == 2
-    wanted = [name for name in RULE_METRICS if not name.startswith(OFFSITE)]
+    wanted = [name for name in RULE_METRICS if not name.startswith((OFFSITE, PITR))]
     assert "djangoops_job_expected_interval_seconds" in wanted and "djangoops_backup_size_bytes" in wanted
 
     def missing():
@@ -117,7 +118,7 @@ def test_every_series_the_rules_read_is_scraped_from_every_server(host, promethe
 
 def test_every_rule_is_loaded_and_evaluates_without_an_error(prometheus):
     wanted = set(re.findall(r"^\s+- alert: (\S+)$", RULES.read_text(), re.M))
-    assert len(wanted) == 7
+    assert len(wanted) == 9
 
     def evaluated():
         rules = [r for g in prometheus("/api/v1/rules")["groups"] for r in g["rules"]]
