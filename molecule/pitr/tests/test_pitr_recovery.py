@@ -34,6 +34,24 @@ def start_writer(host):
     host.run(f"setsid -f sh -c {quote(f'({loop}) | {psql}')} >/dev/null 2>&1")
 
 
+def test_a_server_that_archives_already_is_not_rebuilt(host, tmp_path):
+    """recover.yml -e pitr=true aimed at a live server (a wrong -e target) or with another
+    database's name: refused before anything is stopped or restored."""
+    name = host.backend.get_hostname()
+    started = PostgreSQL(host).sql("SELECT pg_postmaster_start_time()")
+    for extra, said in (
+        ({}, f"{name} already archives stanza main into /var/lib/pgbackrest: it is not a new server"),
+        ({"confirm_database": "another"}, "The confirmation 'another' is not the database of"),
+    ):
+        refused = playbook(
+            "playbooks/recover.yml", "-e", f"target={name}", "-e", "@molecule/shared/playbooks/vars/backup.yml",
+            "-e", f"@{recovery_vars(tmp_path, pitr=True, **extra)}",
+        )  # fmt: skip
+        output = " ".join((refused.stdout + refused.stderr).split())  # ansible-core 2.19+ says failures on stderr
+        assert refused.returncode != 0 and said in output and "Nothing was changed." in output, output[-3000:]
+    assert PostgreSQL(host).sql("SELECT pg_postmaster_start_time()") == started
+
+
 def test_a_destroyed_server_comes_back_to_its_last_minute(host, tmp_path):
     name = host.backend.get_hostname()
     release = name.rsplit("-", 1)[1]
