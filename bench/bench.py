@@ -5,6 +5,8 @@ the molecule/bench scenario; it needs only the standard library (matplotlib for 
 
     bench.py measure ENGINE CONTAINER --size-mb N --rounds R --json OUT
                      [--previous CONTAINER --previous-ref REF]
+    bench.py offsite ENGINE CONTAINER --nights N --pattern P --json OUT
+    bench.py pitr ENGINE CONTAINER --nights N --pattern P --load-seconds S --json OUT
     bench.py site INVENTORY --json OUT          (ansible-playbook site.yml twice)
     bench.py report JSON... --markdown OUT [--png OUT] [--check]
 
@@ -23,6 +25,7 @@ versions compare round by round.
 """
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -110,17 +113,19 @@ class Server:
 
     def timed(self, command, user="shop"):
         """Wall, CPU (user+sys of the command and every child) and the largest RSS, by GNU time."""
+        # Files of each user's own: /tmp is sticky, and root's would stop the project user's.
+        time_file, out_file = f"/tmp/bench-{user}.time", f"/tmp/bench-{user}.out"
         wrapped = (
-            f"cd {HOME} && /usr/bin/time -f '%e %U %S %M' -o /tmp/bench.time bash -c {shlex.quote(command)}"
-            " >/tmp/bench.out 2>&1; rc=$?; tail -n 1 /tmp/bench.time; exit $rc"
+            f"cd {HOME} && /usr/bin/time -f '%e %U %S %M' -o {time_file} bash -c {shlex.quote(command)}"
+            f" >{out_file} 2>&1; rc=$?; tail -n 1 {time_file}; exit $rc"
         )
         result = self.run(wrapped, user=user, check=False)
         if result.returncode != 0:
-            out = self.run("tail -n 30 /tmp/bench.out", check=False).stdout
+            out = self.run(f"tail -n 30 {out_file}", check=False).stdout
             raise RuntimeError(f"{command!r} failed ({result.returncode}) on {self.container}:\n{out}")
         wall, user_s, sys_s, rss_kb = result.stdout.split()[-4:]
         # Clients that carry on past errors (the cookbook's psql) only say so in their output.
-        errors = self.run("grep -c ERROR /tmp/bench.out", check=False).stdout.strip() or "0"
+        errors = self.run(f"grep -c ERROR {out_file}", check=False).stdout.strip() or "0"
         return {
             "wall_s": float(wall),
             "cpu_s": float(user_s) + float(sys_s),
@@ -583,13 +588,15 @@ OPTIONAL_RATIOS = ("restore load phase, project/seed", "restore load phase, proj
 
 
 def report(args):
-    runs, site_runs, offsite_runs = [], None, []
+    runs, site_runs, offsite_runs, pitr_runs = [], None, [], []
     for path in args.json:
         data = json.loads(Path(path).read_text())
         if "site" in data:
             site_runs = data["site"]
         elif "offsite" in data:
             offsite_runs.append(data)
+        elif "pitr" in data:
+            pitr_runs.append(data["pitr"])
         else:
             runs.append(data)
     lines = ["| engine | method | backup wall s | backup CPU s | peak RSS MiB | size MiB | restore wall s |",
@@ -683,6 +690,8 @@ def report(args):
     out += ["", *lines, "", "Ratios and targets (lower is better):", "", *ratio_lines, ""]
     if offsite_runs:
         out += offsite_report(offsite_runs, problems)
+    if pitr_runs:
+        out += pitr_report(pitr_runs, problems)
     if site_runs:
         out.append("`ansible-playbook site.yml` against one fresh demo host:")
         out.append("")
@@ -759,6 +768,193 @@ def offsite_report(offsite_runs, problems):
     return [*out, "", *summary, ""]
 
 
+# Point-in-time recovery (bench/playbooks/pitr.yml turns db_backup_pitr on): pgBackRest's
+# commands as the role installs them, run as root as the schedule runs them.
+PITR_BIN = "/usr/local/lib/djangoops/shop/bin"
+PITR_REPOSITORY = "/var/lib/pgbackrest"
+# The writes of the load: a few hundred articles counted as viewed per statement, anywhere.
+LOAD = (
+    "end=$((SECONDS + {seconds})); top=$(psql -X -qtA -d shop -c 'SELECT max(id) FROM blog_article'); "
+    "while ((SECONDS < end)); do s=$(( (RANDOM * 32768 + RANDOM) % top )); "
+    'psql -X -q -d shop -c "UPDATE blog_article SET view_count = view_count + 1, updated_at = now() '
+    'WHERE id BETWEEN $s AND $s + 300" || exit 1; done'
+)
+
+
+def wal_segment_now(server):
+    """The WAL segment that holds everything committed so far (the insert position's)."""
+    return server.sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())", database="postgres").strip()
+
+
+def wait_archived(server, segment, timeout=600):
+    """Seconds until PostgreSQL counts SEGMENT (or a later one) as archived: pgBackRest's
+    archive-push has answered for it (asynchronously, once it is in the repositories)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        last = server.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", database="postgres")
+        # Segment names are fixed-width hex (timeline, log, segment): on one timeline they sort.
+        if last.strip()[:24] >= segment:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise RuntimeError(f"segment {segment} was not archived within {timeout} s")
+
+
+def repository_bytes(server):
+    sizes = {}
+    for part in ("archive", "backup"):
+        sizes[part] = int(server.run(f"du -sb {PITR_REPOSITORY}/{part}").stdout.split()[0])
+    return sizes
+
+
+def pitr(args):
+    """Point-in-time recovery's figures on a server whose cluster archives (bench/playbooks/
+    pitr.yml): a full base backup beside a dump backup; how long a write committed under a
+    steady load waits before it is archived; a restore to a time beside a dump restore (both
+    checked row by row); then NIGHTS nights, each changing about CHANGE_PCT % of the rows and
+    taking the backup the schedule takes (auto: differential), with the repository's growth."""
+    if args.engine != "postgresql":
+        raise SystemExit("bench.py pitr: point-in-time recovery is built for PostgreSQL only so far")
+    server = Server(args.engine, args.container)
+    load_before = os.getloadavg()
+    server.run(f"rm -rf {HOME}/db_backups/shop_* {HOME}/db_backups/latest")
+    # The markers' table is the site's, as its other tables are: its user dumps them.
+    server.sql(
+        "DROP TABLE IF EXISTS bench_pitr; CREATE TABLE bench_pitr (n int PRIMARY KEY, at timestamptz); "
+        "ALTER TABLE bench_pitr OWNER TO shop"
+    )
+    rows = server.row_counts()
+    cluster = server.sql("SELECT sum(pg_database_size(oid)) FROM pg_database", database="postgres")
+    out = {
+        "engine": args.engine,
+        "server_version": server.sql("SELECT version()").strip().splitlines()[0],
+        "pgbackrest": server.run("pgbackrest version").stdout.strip(),
+        "os": server.run("cat /etc/debian_version").stdout.strip(),
+        "database_bytes": int(server.sql("SELECT pg_database_size('shop')").strip()),
+        "cluster_bytes": int(cluster.strip()),
+        "load_before": load_before,
+    }
+    # The base backup beside the dump (the project's backup_db.sh, which the restore below uses).
+    out["full_backup"] = server.timed(f"{PITR_BIN}/pitr_backup_db.sh --type full --quiet", user="root")
+    out["dump_backup"] = server.timed("commands/backup_db.sh --quiet")
+    out["dump_bytes"] = server.file_size(f"{HOME}/db_backups/latest")
+    log(f"pitr: full backup {out['full_backup']['wall_s']:.1f} s, dump {out['dump_backup']['wall_s']:.1f} s")
+    # A write's wait for the archive under load: a marker row committed every few seconds
+    # while the load runs, timed until its WAL segment counts as archived.
+    lsn_before = server.sql("SELECT pg_current_wal_lsn()", database="postgres").strip()
+    load = subprocess.Popen(
+        ["docker", "exec", "-u", "shop", "-w", "/", args.container, "bash", "-c",
+         LOAD.format(seconds=args.load_seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started, waits, n = time.monotonic(), [], 0
+    time.sleep(2)
+    while time.monotonic() - started < args.load_seconds - 2:
+        n += 1
+        server.sql(f"INSERT INTO bench_pitr VALUES ({n}, clock_timestamp())")
+        waits.append(wait_archived(server, wal_segment_now(server)))
+        time.sleep(1)
+    load_errors = load.communicate()[1]
+    if load.returncode != 0:
+        raise RuntimeError(f"the load failed ({load.returncode}): {load_errors[-2000:]}")
+    wal = server.sql(f"SELECT pg_current_wal_lsn() - '{lsn_before}'::pg_lsn", database="postgres").strip()
+    out["load"] = {"seconds": args.load_seconds, "wal_bytes": int(float(wal)), "archive_waits_s": waits}
+    log(f"pitr: {n} writes under load archived after {spread(waits, '{:.1f}')} s; WAL {float(wal) / 2**20:.0f} MiB")
+    if not waits:
+        raise RuntimeError("no write was timed under load (--load-seconds too short)")
+    # The restore to a time: T after the load's last write, one marker after T; both archived.
+    moment = server.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
+    time.sleep(1)
+    server.sql(f"INSERT INTO bench_pitr VALUES ({n + 1}, clock_timestamp())")
+    segment = wal_segment_now(server)
+    server.sql("SELECT pg_switch_wal()", database="postgres")
+    wait_archived(server, segment)
+    at_moment = {**server.row_counts(), "bench_pitr": n}
+    result = server.timed(f"{PITR_BIN}/restore_db.sh --to-time '{moment.strip()}+00:00' --yes --quiet", user="root")
+    after = server.row_counts()
+    result["rows_match"] = all(after.get(t) == c for t, c in at_moment.items() if t != "django_session")
+    out["restore_to_time"] = result
+    # The dump restore, of the dump taken before the load (no markers in it).
+    before_load = {**rows, "bench_pitr": 0}
+    result = server.timed("commands/restore_db.sh latest --yes --quiet")
+    after = server.row_counts()
+    result["rows_match"] = all(after.get(t) == c for t, c in before_load.items() if t != "django_session")
+    out["dump_restore"] = result
+    reset_sessions(server)
+    log(
+        f"pitr: restore to a time {out['restore_to_time']['wall_s']:.1f} s (rows match "
+        f"{out['restore_to_time']['rows_match']}), dump restore {out['dump_restore']['wall_s']:.1f} s "
+        f"(rows match {out['dump_restore']['rows_match']})"
+    )
+    # The nights: the day's changes, then the backup the schedule takes, its WAL archived.
+    nights = []
+    for night in range(args.nights + 1):
+        if night:
+            change(server, args.change_pct, args.pattern)
+            result = server.timed(f"{PITR_BIN}/pitr_backup_db.sh --quiet", user="root")
+        else:
+            result = {"wall_s": 0.0}
+        segment = wal_segment_now(server)
+        server.sql("SELECT pg_switch_wal()", database="postgres")
+        wait_archived(server, segment)
+        kinds = server.run("pgbackrest --stanza=main --repo=1 --output=json info", check=False).stdout
+        newest = json.loads(kinds)[0]["backup"][-1]["type"] if kinds.strip().startswith("[") else None
+        nights.append({"night": night, "backup_wall_s": result["wall_s"], "kind": newest, **repository_bytes(server)})
+        log(f"pitr night {night}: {newest} backup {result['wall_s']:.1f} s, repository {nights[-1]}")
+    out["nights"] = {"pattern": args.pattern, "change_pct": args.change_pct, "list": nights}
+    Path(args.json).write_text(json.dumps({"pitr": out}, indent=2) + "\n")
+    log(f"pitr: results in {args.json}")
+
+
+def pitr_report(pitr_runs, problems):
+    """The point-in-time recovery table: per run (a change pattern), the base backup beside the
+    dump, a write's wait for the archive under load, the restore to a time beside the dump
+    restore, and the repository's growth per night."""
+    first = pitr_runs[0]
+    out = [
+        f"Point-in-time recovery (`bench.py pitr`, {first['pgbackrest']} with its local repository; "
+        f"PostgreSQL {first['server_version'].split()[1]}): the database {first['database_bytes'] / 2**20:.0f} MiB, "
+        f"the cluster {first['cluster_bytes'] / 2**20:.0f} MiB. A full base backup (`pitr_backup_db.sh --type full`) "
+        "beside the dump (`backup_db.sh`); a write committed every few seconds under a steady load of updates, "
+        "timed until PostgreSQL counts its WAL segment archived; a restore to a time just after the load "
+        "(`restore_db.sh --to-time`, the cluster recovered aside, the database swapped in) beside a restore of "
+        "the dump, each checked table by table; then nights, each changing about "
+        f"{first['nights']['change_pct']:g} % of the rows and taking the backup the schedule takes.",
+        "",
+        "| changes | full backup s | dump backup s | write archived after s (load WAL MiB/s) | restore to a time s "
+        "| dump restore s | restore ratio, to a time/dump | growth per night MiB | % of the database | target ≤ 5 % |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in pitr_runs:
+        nights = run["nights"]["list"]
+        later = nights[1:]
+        total = [n["archive"] + n["backup"] for n in nights]
+        growth = [(b - a) / 2**20 for a, b in itertools.pairwise(total)]
+        percent = [100 * g * 2**20 / run["database_bytes"] for g in growth]
+        met = "yes" if percent and statistics.median(percent) <= 5 else "**no**"
+        load = run["load"]
+        ratio = run["restore_to_time"]["wall_s"] / run["dump_restore"]["wall_s"]
+        out.append(
+            f"| {run['nights']['pattern']} | {run['full_backup']['wall_s']:.1f} | {run['dump_backup']['wall_s']:.1f} "
+            f"| {spread(load['archive_waits_s'], '{:.1f}')} ({load['wal_bytes'] / 2**20 / load['seconds']:.1f}) "
+            f"| {run['restore_to_time']['wall_s']:.1f} | {run['dump_restore']['wall_s']:.1f} | {ratio:.2f} "
+            f"| {spread(growth, '{:.1f}')} | {spread(percent, '{:.1f}')} | {met} |"
+        )
+        if not later:
+            problems.append(f"pitr ({run['nights']['pattern']}): no night measured")
+        for what in ("restore_to_time", "dump_restore"):
+            if not run[what]["rows_match"]:
+                problems.append(f"pitr ({run['nights']['pattern']}): {what} did not bring back every table's rows")
+        details = ", ".join(
+            f"night {n['night']}: {n['kind']} backup {n['backup_wall_s']:.1f} s, archive "
+            f"{n['archive'] / 2**20:.1f} MiB, backups {n['backup'] / 2**20:.1f} MiB"
+            for n in later
+        )
+        out.append("")
+        out.append(f"- **{run['nights']['pattern']}**: {details}.")
+        out.append("")
+    return out
+
+
 def chart(runs, path):
     import matplotlib
 
@@ -815,13 +1011,17 @@ def main():
     m.add_argument("--json", required=True)
     m.add_argument("--previous", metavar="CONTAINER", help="a container with an earlier version of the scripts")
     m.add_argument("--previous-ref", default="previous", help="that version, as the report names it")
-    o = sub.add_parser("offsite")
-    o.add_argument("engine", choices=["postgresql", "mysql"])
-    o.add_argument("container")
-    o.add_argument("--nights", type=int, default=5)
-    o.add_argument("--change-pct", type=float, default=1.0)
-    o.add_argument("--pattern", choices=sorted(PATTERNS), default="uniform")
-    o.add_argument("--json", required=True)
+    # offsite and pitr: nights of changes on a server.
+    for name in ("offsite", "pitr"):
+        n = sub.add_parser(name)
+        n.add_argument("engine", choices=["postgresql", "mysql"])
+        n.add_argument("container")
+        n.add_argument("--nights", type=int, default=5)
+        n.add_argument("--change-pct", type=float, default=1.0)
+        n.add_argument("--pattern", choices=sorted(PATTERNS), default="uniform")
+        n.add_argument("--json", required=True)
+        if name == "pitr":
+            n.add_argument("--load-seconds", type=int, default=60)
     s = sub.add_parser("site")
     s.add_argument("inventory")
     s.add_argument("--json", required=True)
@@ -831,7 +1031,7 @@ def main():
     r.add_argument("--png")
     r.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    {"measure": measure, "offsite": offsite, "site": site, "report": report}[args.command](args)
+    {"measure": measure, "offsite": offsite, "pitr": pitr, "site": site, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

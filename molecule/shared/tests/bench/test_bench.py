@@ -48,6 +48,12 @@ def quick(host, tmp_path_factory):
     }
 
 
+def bench(*args):
+    """bench.py ARGS, which must succeed."""
+    ran = subprocess.run([sys.executable, BENCH, *args], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr[-4000:]
+
+
 def cells(markdown, engine, label):
     for line in markdown.splitlines():
         parts = [p.strip() for p in line.strip().strip("|").split("|")]
@@ -153,3 +159,45 @@ def test_the_report_has_the_off_site_table(nightly, quick):
     ]  # fmt: skip
     assert [r.split("|")[3].strip() for r in rows] == ["first", "1", "2"], nightly["markdown"]
     assert f"- **{quick['engine']}, uniform**: push " in nightly["markdown"]
+
+
+@pytest.fixture(scope="module")
+def pitr(host, quick, nightly):
+    """After the off-site nights, as tools/bench does on a PostgreSQL server: bench/playbooks/
+    pitr.yml turns point-in-time recovery on, then bench.py pitr measures with one night (the
+    archive timeout shortened, so that a write waits seconds, not a minute, under this small
+    load), and the report takes its table."""
+    out, engine, container = quick["out"], quick["engine"], quick["container"]
+    if engine != "postgresql":
+        pytest.skip("point-in-time recovery is built for PostgreSQL only so far")
+    applied = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", container,
+         ROOT / "bench" / "playbooks" / "pitr.yml", "-e", "db_backup_pitr_archive_timeout=5"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stdout[-4000:]
+    bench("pitr", engine, container, "--nights", "1", "--load-seconds", "12", "--json", out / "pitr.json")
+    bench("report", out / "run.json", out / "pitr.json", "--markdown", out / "with-pitr.md", "--check")
+    return {"run": json.loads((out / "pitr.json").read_text())["pitr"], "markdown": (out / "with-pitr.md").read_text()}
+
+
+def test_point_in_time_figures_come_from_checked_restores_and_a_growing_repository(pitr):
+    run = pitr["run"]
+    # Both restores brought back what their moment held, table by table (the restore to a
+    # time: the load's updates and every marker before the moment, not the one after).
+    assert run["restore_to_time"]["rows_match"] and run["dump_restore"]["rows_match"], run
+    assert run["load"]["archive_waits_s"] and run["load"]["wal_bytes"] > 0, run["load"]
+    nights = run["nights"]["list"]
+    assert [n["night"] for n in nights] == [0, 1]
+    # The night's backup is the schedule's (auto: a differential one after the full backups),
+    # and it and the night's WAL are in the repository.
+    assert nights[1]["kind"] == "diff", nights
+    assert nights[1]["backup"] > nights[0]["backup"] and nights[1]["archive"] > nights[0]["archive"], nights
+
+
+def test_the_report_has_the_point_in_time_table(pitr):
+    rows = [line for line in pitr["markdown"].splitlines() if line.startswith("| uniform | ")]
+    assert len(rows) == 1, pitr["markdown"]
+    cells = [c.strip() for c in rows[0].strip().strip("|").split("|")]
+    for value in cells[1:9]:
+        assert re.match(r"^\d+(\.\d+)?", value), f"{value!r} is not a figure in {rows[0]}"
