@@ -983,19 +983,43 @@ class VerifySide(OneRequest):
         return self.verify()
 
     def verify(self):
+        """Each repository in turn, the local one first (pgBackRest's verify
+        reads one repository, repo1 unless told): the figures summed, each
+        problem naming its repository. A verify that cannot run is BAD_BACKUP in
+        the local repository, OFFSITE_FAILED in another (the local one verified)."""
         stanza = self.root.settings.stanza
-        self.root.say(f"pgBackRest verifies the repository of stanza {stanza}")
-        argv = as_postgres("pgbackrest", f"--stanza={stanza}", "--output=text", "--verbose", "verify")
         started = time.monotonic()
-        try:
-            result = run_quiet(self.root.runner, argv, VERIFY_TIMEOUT)
-        except CommandFailed as failed_run:
-            raise Failure(
-                Exit.BAD_BACKUP, f"pgBackRest's verify of the repository failed ({failed_run.reason()})"
-            ) from None
-        verified = read_verify(result.stdout.decode("utf-8", "replace"))
+        verified = None
+        for repo in self.root.settings.repositories:
+            where = repository_name(repo)
+            self.root.say(f"pgBackRest verifies the {where} of stanza {stanza}")
+            argv = as_postgres("pgbackrest", f"--stanza={stanza}", f"--repo={repo}", "--output=text", "--verbose",
+                               "verify")  # fmt: skip
+            try:
+                result = run_quiet(self.root.runner, argv, VERIFY_TIMEOUT)
+            except CommandFailed as failed_run:
+                code = Exit.BAD_BACKUP if verified is None else Exit.OFFSITE_FAILED
+                raise Failure(
+                    code,
+                    f"pgBackRest's verify of the {where} failed ({failed_run.reason()})"
+                    + ("" if verified is None else "; the local repository verified"),
+                ) from None
+            found = read_verify(result.stdout.decode("utf-8", "replace"))
+            found["problems"] = [f"{where}: {problem}" for problem in found["problems"]]
+            if verified is None:
+                verified = found
+            else:
+                for key in ("wal_checked", "wal_valid", "backups", "files_checked", "files_valid", "problems"):
+                    verified[key] += found[key]
+                verified["ok"] = verified["ok"] and found["ok"]
+        verified["repositories"] = len(self.root.settings.repositories)
         verified["seconds"] = round(time.monotonic() - started, 1)
         return verified
+
+
+def repository_name(repo):
+    """pgBackRest's repository REPO as the logs name it."""
+    return "local repository" if repo == 1 else f"off-site repository {repo}"
 
 
 _VERIFY_STATUS = re.compile(r"^status: (\S+)", re.M)

@@ -972,10 +972,12 @@ def test_the_verify_runs_as_postgres_and_answers_once(verify_side):
     answer = verify_side.handle(pitr.ASK_VERIFY, served, None)["verified"]
     (call,) = verify_side.runner.calls
     assert call.argv == [
-        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--output=text", "--verbose", "verify"
+        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--repo=1", "--output=text", "--verbose",
+        "verify",
     ]  # fmt: skip
     assert answer["ok"] and answer["backups"] == 2 and isinstance(answer["seconds"], float)
-    assert verify_side.said == ["pgBackRest verifies the repository of stanza main"]
+    assert answer["repositories"] == 1
+    assert verify_side.said == ["pgBackRest verifies the local repository of stanza main"]
     assert verify_side.handle(pitr.ASK_VERIFY, served, None) is None
     assert verify_side.handle(pitr.ASK_STATUS, pitr.Served(), None) is None
     verify_side.cleanup(served)
@@ -985,7 +987,55 @@ def test_a_verify_that_cannot_run_is_a_bad_backup(verify_side):
     verify_side.runner.on(lambda call: call.argv[-1] == "verify", fail=28, stderr="ERROR: [028]: backup in progress")
     answer = verify_side.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
     assert answer["code"] == Exit.BAD_BACKUP
-    assert answer["message"].startswith("pgBackRest's verify of the repository failed (")
+    assert answer["message"].startswith("pgBackRest's verify of the local repository failed (")
+
+
+@pytest.fixture
+def verify_both():
+    """VerifySide with the local repository and the bucket (pgBackRest's repo1 and repo2)."""
+    runner = FakeRunner()
+    said = []
+    settings = config.Pitr("main", "/usr/lib/postgresql/15/bin", "/var/lib/x/shop", 5499, repositories=(1, 2))
+    side = pitr.VerifySide(pitr.Root(runner, settings, 1, (2, 3), said.append))
+    side.runner, side.said = runner, said
+    return side
+
+
+def verifies(repo):
+    return lambda call: call.argv[-1] == "verify" and f"--repo={repo}" in call.argv
+
+
+def test_each_repository_is_verified_and_the_figures_add_up(verify_both):
+    verify_both.runner.on(verifies(1), stdout=VERIFY_OK.encode())
+    verify_both.runner.on(verifies(2), stdout=VERIFY_DAMAGED.encode())
+    answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["verified"]
+    assert [c.argv[6] for c in verify_both.runner.calls] == ["--repo=1", "--repo=2"]
+    assert verify_both.said == [
+        "pgBackRest verifies the local repository of stanza main",
+        "pgBackRest verifies the off-site repository 2 of stanza main",
+    ]
+    alone = (pitr.read_verify(VERIFY_OK), pitr.read_verify(VERIFY_DAMAGED))
+    assert not answer["ok"] and answer["repositories"] == 2
+    for key in ("backups", "files_checked", "files_valid", "wal_checked", "wal_valid"):
+        assert answer[key] == alone[0][key] + alone[1][key], key
+    # Only the bucket's damage, each problem naming its repository.
+    assert answer["problems"] == [f"off-site repository 2: {p}" for p in alone[1]["problems"]]
+
+
+def test_a_bucket_whose_verify_cannot_run_is_an_off_site_failure_after_the_local_one(verify_both):
+    verify_both.runner.on(verifies(1), stdout=VERIFY_OK.encode())
+    verify_both.runner.on(verifies(2), fail=39, stderr="ERROR: [039]: HTTP request failed with 503")
+    answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.OFFSITE_FAILED
+    assert answer["message"].startswith("pgBackRest's verify of the off-site repository 2 failed (")
+    assert answer["message"].endswith("; the local repository verified")
+
+
+def test_a_damaged_local_repository_is_named_as_such(verify_both):
+    verify_both.runner.on(verifies(1), stdout=VERIFY_DAMAGED.encode())
+    verify_both.runner.on(verifies(2), stdout=VERIFY_OK.encode())
+    answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["verified"]
+    assert answer["problems"] and all(p.startswith("local repository: ") for p in answer["problems"])
 
 
 # --- two repositories: the local one, then the bucket ------------------------------------------

@@ -361,17 +361,23 @@ def root_side(cmd, monkeypatch):
 
 
 def test_the_repository_is_verified_after_the_dump(cmd, engine, root_side):
-    root_side.messages = [{"log": "pgBackRest verifies the repository of stanza main"}, {"verified": VERIFIED}]
+    root_side.messages = [{"log": "pgBackRest verifies the local repository of stanza main"}, {"verified": VERIFIED}]
     assert root_side.run() == Exit.OK
     assert root_side.asked() == pitr.ASK_VERIFY + "\n"
     lines = info(cmd)[:-1]  # the last: "finished in"
     assert lines[-3].startswith(f"verified {NAME} by a test restore in ")
     assert lines[-2:] == [
-        "pgBackRest verifies the repository of stanza main",
+        "pgBackRest verifies the local repository of stanza main",
         "pgBackRest's repository verified in 4.5 s: 2 backups (2935 files) and 20 WAL files, each matching its "
         "checksum",
     ]
     assert cmd.metric("pitr_verify_invalid_files", "verify_db") == "0"
+
+
+def test_both_repositories_verified_say_so(cmd, engine, root_side):
+    root_side.messages = [{"verified": {**VERIFIED, "repositories": 2}}]
+    assert root_side.run() == Exit.OK
+    assert info(cmd)[-2].startswith("pgBackRest's repositories verified in 4.5 s: ")
 
 
 def test_a_repository_that_fails_its_verify_exits_8_naming_what(cmd, engine, root_side):
@@ -380,7 +386,7 @@ def test_a_repository_that_fails_its_verify_exits_8_naming_what(cmd, engine, roo
     root_side.messages = [{"verified": bad}]
     assert root_side.run() == Exit.BAD_BACKUP
     assert errors(cmd)[0] == (
-        "pgBackRest's repository fails its verify: backup 20261207-113729F invalid: 1314 of 1315 files valid "
+        "pgBackRest's verify finds damage: backup 20261207-113729F invalid: 1314 of 1315 files valid "
         "(missing: 1); a restore to a time that needs those files would fail: take a full backup "
         "(pitr_backup_db.sh --type full)"
     )

@@ -105,11 +105,13 @@ def verify_repository(context, channel):
     if not verified["ok"] or verified["problems"]:
         raise Failure(
             Exit.BAD_BACKUP,
-            "pgBackRest's repository fails its verify: " + "; ".join(verified["problems"]) + "; a restore to a "
+            "pgBackRest's verify finds damage: " + "; ".join(verified["problems"]) + "; a restore to a "
             "time that needs those files would fail: take a full backup (pitr_backup_db.sh --type full)",
         )
+    several = verified.get("repositories", 1) > 1
     context.log.info(
-        f"pgBackRest's repository verified in {verified['seconds']} s: {verified['backups']} backups "
+        f"pgBackRest's {'repositories' if several else 'repository'} verified in {verified['seconds']} s: "
+        f"{verified['backups']} backups "
         f"({verified['files_checked']} files) and {verified['wal_checked']} WAL files, each matching its checksum"
     )
 
