@@ -6,6 +6,7 @@ restored to a moment between two writes, aside (another directory and port),
 while the live one runs on."""
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -416,6 +417,24 @@ def test_the_scheduled_archiving_check_measures_the_lag_and_the_restorable_momen
     assert 'djangoops_job_expected_interval_seconds{project="shop",script="pitr_check_db"} 300' in schedule
 
 
+def write_and_switch(pg, base):
+    """A probe row numbered from BASE, then a WAL switch: the segment that holds the row."""
+    segment = pg.sql(
+        f"WITH w AS (INSERT INTO pitr_probe SELECT {base} + count(*), now() FROM pitr_probe RETURNING n) "
+        "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) FROM w",
+    )
+    pg.sql("SELECT pg_switch_wal()")
+    return segment
+
+
+def wait_failed(pg, before, seconds):
+    """Until PostgreSQL counts more failed archive attempts than BEFORE (fails after SECONDS)."""
+    deadline = time.monotonic() + seconds
+    while int(pg.sql("SELECT failed_count FROM pg_stat_archiver")) == before:
+        assert time.monotonic() < deadline, pg.sql("SELECT row_to_json(a)::text FROM pg_stat_archiver a")
+        time.sleep(0.5)
+
+
 def test_a_failing_archive_command_fails_the_check_until_archiving_works_again(host, probe):
     """The archive command broken (as a full or unreachable repository breaks it): the
     check exits 8 naming the failing segment, and its metrics say archiving fails and
@@ -426,15 +445,8 @@ def test_a_failing_archive_command_fails_the_check_until_archiving_works_again(h
     pg.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
     pg.sql("SELECT pg_reload_conf()")
     try:
-        segment = pg.sql(
-            "WITH w AS (INSERT INTO pitr_probe SELECT 4000 + count(*), now() FROM pitr_probe RETURNING n) "
-            "SELECT pg_walfile_name(pg_current_wal_insert_lsn()) FROM w",
-        )
-        pg.sql("SELECT pg_switch_wal()")
-        deadline = time.monotonic() + 60
-        while int(pg.sql("SELECT failed_count FROM pg_stat_archiver")) == before:
-            assert time.monotonic() < deadline, pg.sql("SELECT row_to_json(a)::text FROM pg_stat_archiver a")
-            time.sleep(0.5)
+        segment = write_and_switch(pg, 4000)
+        wait_failed(pg, before, 60)
         failing = host.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
         assert failing.rc == 8, failing.stderr
         assert f"archiving fails: {segment} failed at " in failing.stderr, failing.stderr
@@ -451,6 +463,50 @@ def test_a_failing_archive_command_fails_the_check_until_archiving_works_again(h
     assert check_metrics(host)["pitr_archive_failing"] == 0
 
 
+def archived_in(host, repo):
+    """The newest WAL segment in pgBackRest's repository REPO ("" when none)."""
+    archives = [a for a in info(host)["archive"] if a["database"]["repo-key"] == repo]
+    return max((a["max"] or "" for a in archives), default="")
+
+
+def test_an_unreachable_bucket_fails_the_check_and_the_archive_catches_up(host, probe):
+    """The bucket out of reach from this server (its name resolved to the loopback, where
+    nothing listens on its port): PostgreSQL is told archiving failed, the check exits 8 and
+    its metrics say so; once the bucket is back, archiving catches up: both repositories hold
+    the segment and the check passes. (Whether the local repository gets the segment while
+    the bucket is out is printed, not asserted: with pgBackRest 2.45 it did not.)"""
+    pg = PostgreSQL(host)
+    hosts = host.file("/etc/hosts").content_string
+    assert "pitr-s3" in hosts
+    # /etc/hosts is Docker's bind mount: rewritten in place, not replaced.
+    rewrite = 'python3 -c \'import sys; f = open("/etc/hosts", "r+"); f.write(sys.stdin.read()); f.truncate()\''
+    cut = "".join(line + "\n" for line in hosts.splitlines() if "pitr-s3" not in line) + "127.0.0.1 pitr-s3\n"
+    before = int(pg.sql("SELECT failed_count FROM pg_stat_archiver"))
+    host.run_expect([0], f"printf %s {quote(cut)} | {rewrite}")
+    try:
+        started = time.monotonic()
+        segment = write_and_switch(pg, 5000)
+        wait_failed(pg, before, 240)
+        print(f"archiving of {segment} reported failing {time.monotonic() - started:.0f} s after the switch;")
+        failing = host.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
+        assert failing.rc == 8, failing.stderr
+        assert "archiving fails: " in failing.stderr, failing.stderr
+        assert check_metrics(host)["pitr_archive_failing"] == 1
+        print(f"the local repository held it then: {archived_in(host, 1) >= segment}")
+        assert archived_in(host, 2) < segment
+    finally:
+        host.run_expect([0], f"printf %s {quote(hosts)} | {rewrite}")
+    back = time.monotonic()
+    while min(archived_in(host, 1), archived_in(host, 2)) < segment:
+        assert time.monotonic() - back < 420, pg.sql("SELECT row_to_json(a)::text FROM pg_stat_archiver a")
+        time.sleep(2)
+    wait_archived(host, segment, 60)
+    print(f"both repositories held it {time.monotonic() - back:.0f} s after the bucket came back")
+    passing = host.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
+    assert passing.rc == 0, passing.stderr + last_log_lines(host, "pitr_check_db", 5)
+    assert check_metrics(host)["pitr_archive_failing"] == 0
+
+
 def test_the_scheduled_test_restore_verifies_the_repository_and_names_a_damaged_backup(host, variables):
     """verify_db.sh as the schedule runs it with db_backup_pitr, as root: the dump's test
     restore, then pgBackRest's verify of the repository, logged by the project user's side;
@@ -462,7 +518,10 @@ def test_the_scheduled_test_restore_verifies_the_repository_and_names_a_damaged_
     assert code == 0, last_log_lines(host, "verify_db", 10)
     log = last_log_lines(host, "verify_db", 5)
     assert " by a test restore in " in log
-    assert "pgBackRest's repository verified in " in log and "WAL files, each matching its checksum" in log
+    # Both repositories: the local one and the bucket.
+    assert "pgBackRest verifies the local repository of stanza main" in log
+    assert "pgBackRest verifies the off-site repository 2 of stanza main" in log
+    assert "pgBackRest's repositories verified in " in log and "WAL files, each matching its checksum" in log
     newest = local_backups(info(host)["backup"])[-1]["label"]
     found = host.run(f"find {REPOSITORY}/backup/{STANZA}/{newest}/pg_data -type f -name '*.zst' | sort | head -n 1")
     path = found.stdout.strip()
@@ -473,7 +532,59 @@ def test_the_scheduled_test_restore_verifies_the_repository_and_names_a_damaged_
     finally:
         host.run_expect([0], "mv %s.aside %s", path, path)
     assert damaged.rc == 8, damaged.stderr
-    assert f"pgBackRest's repository fails its verify: backup {newest} invalid: " in damaged.stderr, damaged.stderr
+    assert f"pgBackRest's verify finds damage: local repository: backup {newest} invalid: " in damaged.stderr, (
+        damaged.stderr
+    )
+    again = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    assert again.rc == 0, again.stderr
+
+
+# An object of the bucket moved aside (to aside/KEY) or back, on the S3 stand-in itself, with
+# the boto3 that moto's virtualenv holds.
+S3_OBJECT = """
+import sys, boto3
+action, bucket, key = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:5001", region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+source, target = (key, "aside/" + key) if action == "aside" else ("aside/" + key, key)
+s3.copy_object(Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": source})
+s3.delete_object(Bucket=bucket, Key=source)
+"""
+
+
+def s3_object(action, bucket, key):
+    moved = subprocess.run(
+        ["docker", "exec", "pitr-s3", "/opt/djangoops-test/moto/bin/python", "-c", S3_OBJECT, action, bucket, key],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+
+
+def test_the_verify_reads_the_bucket_and_names_a_damaged_off_site_backup(host):
+    """verify_db.sh verifies the off-site repository as well as the local one: with an object
+    of the bucket's newest backup moved aside, it exits 8 naming off-site repository 2 and that
+    backup, the local repository being whole; with the object back, it passes."""
+    dump = host.run(f"runuser -u shop -- {COMMANDS}/backup_db.sh </dev/null")  # the dump's test restore comes first
+    assert dump.rc == 0, dump.stderr
+    # Where the bucket is, as pgBackRest's configuration says.
+    conf = dict(
+        line.split("=", 1) for line in host.file(CONFIG).content_string.splitlines() if line.startswith("repo2-")
+    )
+    newest = [b for b in info(host)["backup"] if b["database"]["repo-key"] == 2][-1]["label"]
+    where = f"backup/{STANZA}/{newest}/pg_data"
+    listed = json.loads(pgbackrest(host, "--repo=2", "--output=json", "--recurse", "repo-ls", where).stdout)
+    name = sorted(n for n, entry in listed.items() if entry["type"] == "file" and n.endswith(".zst"))[0]
+    key = f"{conf['repo2-path'].strip('/')}/{where}/{name}"
+    s3_object("aside", conf["repo2-s3-bucket"], key)
+    try:
+        damaged = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    finally:
+        s3_object("back", conf["repo2-s3-bucket"], key)
+    assert damaged.rc == 8, damaged.stderr
+    assert f"pgBackRest's verify finds damage: off-site repository 2: backup {newest} invalid: " in damaged.stderr, (
+        damaged.stderr
+    )
+    assert "local repository:" not in damaged.stderr
     again = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
     assert again.rc == 0, again.stderr
 
