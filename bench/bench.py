@@ -782,8 +782,12 @@ LOAD = (
 
 
 def wal_segment_now(server):
-    """The WAL segment that holds everything committed so far (the insert position's)."""
-    return server.sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())", database="postgres").strip()
+    """The WAL segment that holds everything committed so far (the insert position's), with a
+    commit record in it: pg_switch_wal() leaves a segment that holds nothing that matters
+    (after a backup's own switch) unswitched, and it would never be archived."""
+    return server.sql(
+        "SELECT txid_current(); SELECT pg_walfile_name(pg_current_wal_insert_lsn())", database="postgres"
+    ).split()[-1]
 
 
 def wait_archived(server, segment, timeout=600):
@@ -924,6 +928,7 @@ def pitr_report(pitr_runs, problems):
         "| dump restore s | restore ratio, to a time/dump | growth per night MiB | % of the database | target ≤ 5 % |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for run in pitr_runs:
         nights = run["nights"]["list"]
         later = nights[1:]
@@ -944,15 +949,19 @@ def pitr_report(pitr_runs, problems):
         for what in ("restore_to_time", "dump_restore"):
             if not run[what]["rows_match"]:
                 problems.append(f"pitr ({run['nights']['pattern']}): {what} did not bring back every table's rows")
-        details = ", ".join(
-            f"night {n['night']}: {n['kind']} backup {n['backup_wall_s']:.1f} s, archive "
-            f"{n['archive'] / 2**20:.1f} MiB, backups {n['backup'] / 2**20:.1f} MiB"
-            for n in later
-        )
-        out.append("")
-        out.append(f"- **{run['nights']['pattern']}**: {details}.")
-        out.append("")
-    return out
+        if later:
+            # What the nights added, apart: the archived WAL and the backups.
+            wal = (later[-1]["archive"] - nights[0]["archive"]) / len(later) / 2**20
+            backups = (later[-1]["backup"] - nights[0]["backup"]) / len(later) / 2**20
+            kinds = sorted({n["kind"] for n in later})
+            notes.append(
+                f"- **{run['nights']['pattern']}**: per night, the archived WAL grew {wal:.1f} MiB "
+                f"({100 * wal * 2**20 / run['database_bytes']:.1f} % of the database) and the backups "
+                f"({', '.join(kinds)}, {spread([n['backup_wall_s'] for n in later], '{:.1f}')} s each) "
+                f"{backups:.1f} MiB ({100 * backups * 2**20 / run['database_bytes']:.1f} %); the dump was "
+                f"{run['dump_bytes'] / 2**20:.1f} MiB."
+            )
+    return [*out, "", *notes, ""]
 
 
 def chart(runs, path):
