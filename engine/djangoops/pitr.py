@@ -986,7 +986,8 @@ class VerifySide(OneRequest):
         """Each repository in turn, the local one first (pgBackRest's verify
         reads one repository, repo1 unless told): the figures summed, each
         problem naming its repository. A verify that cannot run is BAD_BACKUP in
-        the local repository, OFFSITE_FAILED in another (the local one verified)."""
+        the local repository; in another, OFFSITE_FAILED when the local one
+        verified whole, BAD_BACKUP naming the local damage otherwise."""
         stanza = self.root.settings.stanza
         started = time.monotonic()
         verified = None
@@ -998,12 +999,15 @@ class VerifySide(OneRequest):
             try:
                 result = run_quiet(self.root.runner, argv, VERIFY_TIMEOUT)
             except CommandFailed as failed_run:
-                code = Exit.BAD_BACKUP if verified is None else Exit.OFFSITE_FAILED
-                raise Failure(
-                    code,
-                    f"pgBackRest's verify of the {where} failed ({failed_run.reason()})"
-                    + ("" if verified is None else "; the local repository verified"),
-                ) from None
+                message = f"pgBackRest's verify of the {where} failed ({failed_run.reason()})"
+                if verified is None:
+                    raise Failure(Exit.BAD_BACKUP, message) from None
+                if verified["problems"] or not verified["ok"]:
+                    # The damage found so far is the worse news: it is not lost behind this.
+                    damage = "; ".join(verified["problems"]) or "the local repository's status is not ok"
+                    damaged = f"pgBackRest's verify finds damage: {damage}; and {message}"
+                    raise Failure(Exit.BAD_BACKUP, damaged) from None
+                raise Failure(Exit.OFFSITE_FAILED, f"{message}; the local repository verified whole") from None
             found = read_verify(result.stdout.decode("utf-8", "replace"))
             found["problems"] = [f"{where}: {problem}" for problem in found["problems"]]
             if verified is None:

@@ -1028,7 +1028,16 @@ def test_a_bucket_whose_verify_cannot_run_is_an_off_site_failure_after_the_local
     answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
     assert answer["code"] == Exit.OFFSITE_FAILED
     assert answer["message"].startswith("pgBackRest's verify of the off-site repository 2 failed (")
-    assert answer["message"].endswith("; the local repository verified")
+    assert answer["message"].endswith("; the local repository verified whole")
+
+
+def test_local_damage_is_not_lost_behind_a_bucket_that_cannot_be_verified(verify_both):
+    verify_both.runner.on(verifies(1), stdout=VERIFY_DAMAGED.encode())
+    verify_both.runner.on(verifies(2), fail=39, stderr="ERROR: [039]: HTTP request failed with 503")
+    answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.BAD_BACKUP
+    assert answer["message"].startswith("pgBackRest's verify finds damage: local repository: ")
+    assert "; and pgBackRest's verify of the off-site repository 2 failed (" in answer["message"]
 
 
 def test_a_damaged_local_repository_is_named_as_such(verify_both):
