@@ -1022,19 +1022,22 @@ def test_each_repository_is_verified_and_the_figures_add_up(verify_both):
     assert answer["problems"] == [f"off-site repository 2: {p}" for p in alone[1]["problems"]]
 
 
+def bucket_unverifiable(side, local):
+    """The answer when the local repository's verify says LOCAL and the bucket's cannot run."""
+    side.runner.on(verifies(1), stdout=local.encode())
+    side.runner.on(verifies(2), fail=39, stderr="ERROR: [039]: HTTP request failed with 503")
+    return side.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
+
+
 def test_a_bucket_whose_verify_cannot_run_is_an_off_site_failure_after_the_local_one(verify_both):
-    verify_both.runner.on(verifies(1), stdout=VERIFY_OK.encode())
-    verify_both.runner.on(verifies(2), fail=39, stderr="ERROR: [039]: HTTP request failed with 503")
-    answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
+    answer = bucket_unverifiable(verify_both, VERIFY_OK)
     assert answer["code"] == Exit.OFFSITE_FAILED
     assert answer["message"].startswith("pgBackRest's verify of the off-site repository 2 failed (")
     assert answer["message"].endswith("; the local repository verified whole")
 
 
 def test_local_damage_is_not_lost_behind_a_bucket_that_cannot_be_verified(verify_both):
-    verify_both.runner.on(verifies(1), stdout=VERIFY_DAMAGED.encode())
-    verify_both.runner.on(verifies(2), fail=39, stderr="ERROR: [039]: HTTP request failed with 503")
-    answer = verify_both.handle(pitr.ASK_VERIFY, pitr.Served(), None)["failed"]
+    answer = bucket_unverifiable(verify_both, VERIFY_DAMAGED)
     assert answer["code"] == Exit.BAD_BACKUP
     assert answer["message"].startswith("pgBackRest's verify finds damage: local repository: ")
     assert "; and pgBackRest's verify of the off-site repository 2 failed (" in answer["message"]
