@@ -464,9 +464,10 @@ def test_a_failing_archive_command_fails_the_check_until_archiving_works_again(h
 
 
 def archived_in(host, repo):
-    """The newest WAL segment in pgBackRest's repository REPO ("" when none)."""
-    archives = [a for a in info(host)["archive"] if a["database"]["repo-key"] == repo]
-    return max((a["max"] or "" for a in archives), default="")
+    """The newest WAL segment in pgBackRest's repository REPO ("" when none), read from that
+    repository alone (info of every repository waits out an unreachable bucket's retries)."""
+    (stanza,) = json.loads(pgbackrest(host, f"--repo={repo}", "--output=json", "info").stdout)
+    return max((a["max"] or "" for a in stanza["archive"]), default="")
 
 
 def test_an_unreachable_bucket_fails_the_check_and_the_archive_catches_up(host, probe):
@@ -493,7 +494,6 @@ def test_an_unreachable_bucket_fails_the_check_and_the_archive_catches_up(host, 
         assert "archiving fails: " in failing.stderr, failing.stderr
         assert check_metrics(host)["pitr_archive_failing"] == 1
         print(f"the local repository held it then: {archived_in(host, 1) >= segment}")
-        assert archived_in(host, 2) < segment
     finally:
         host.run_expect([0], f"printf %s {quote(hosts)} | {rewrite}")
     back = time.monotonic()
