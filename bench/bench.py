@@ -900,8 +900,9 @@ def pitr(args):
         segment = wal_segment_now(server)
         server.sql("SELECT pg_switch_wal()", database="postgres")
         wait_archived(server, segment)
-        kinds = server.run("pgbackrest --stanza=main --repo=1 --output=json info", check=False).stdout
-        newest = json.loads(kinds)[0]["backup"][-1]["type"] if kinds.strip().startswith("[") else None
+        # As postgres, as the role's commands run pgBackRest (root would leave its own log file).
+        described = server.run("runuser -u postgres -- pgbackrest --stanza=main --repo=1 --output=json info").stdout
+        newest = json.loads(described)[0]["backup"][-1]["type"]
         nights.append({"night": night, "backup_wall_s": result["wall_s"], "kind": newest, **repository_bytes(server)})
         log(f"pitr night {night}: {newest} backup {result['wall_s']:.1f} s, repository {nights[-1]}")
     out["nights"] = {"pattern": args.pattern, "change_pct": args.change_pct, "list": nights}

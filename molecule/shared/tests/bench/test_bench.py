@@ -28,12 +28,7 @@ def quick(host, tmp_path_factory):
     variables = host.ansible.get_variables()
     engine, container = variables["db_backup_engine"], variables["inventory_hostname"]
     out = tmp_path_factory.mktemp(engine)
-    measured = subprocess.run(
-        [sys.executable, BENCH, "measure", engine, container, "--size-mb", "3", "--rounds", "2",
-         "--json", out / "run.json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert measured.returncode == 0, measured.stderr[-4000:]
+    bench("measure", engine, container, "--size-mb", "3", "--rounds", "2", "--json", out / "run.json")
     report = subprocess.run(
         [sys.executable, BENCH, "report", out / "run.json", "--markdown", out / "benchmark.md", "--check"],
         capture_output=True, text=True, check=False,
@@ -122,17 +117,8 @@ def nightly(host, quick):
         capture_output=True, text=True, cwd=ROOT, check=False,
     )  # fmt: skip
     assert applied.returncode == 0, applied.stdout[-4000:]
-    measured = subprocess.run(
-        [sys.executable, BENCH, "offsite", engine, container, "--nights", "2", "--json", out / "offsite.json"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert measured.returncode == 0, measured.stderr[-4000:]
-    report = subprocess.run(
-        [sys.executable, BENCH, "report", out / "run.json", out / "offsite.json",
-         "--markdown", out / "with-offsite.md", "--check"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr[-4000:]
+    bench("offsite", engine, container, "--nights", "2", "--json", out / "offsite.json")
+    bench("report", out / "run.json", out / "offsite.json", "--markdown", out / "with-offsite.md", "--check")
     return {
         "nights": json.loads((out / "offsite.json").read_text())["offsite"]["nights"],
         "markdown": (out / "with-offsite.md").read_text(),
