@@ -803,6 +803,14 @@ def wait_archived(server, segment, timeout=600):
     raise RuntimeError(f"segment {segment} was not archived within {timeout} s")
 
 
+def local_backups(server):
+    """The backups in the stanza's local repository, oldest first, as pgBackRest's info gives
+    them; read as postgres, as the role's commands run pgBackRest (root would leave its own
+    log file)."""
+    described = server.run("runuser -u postgres -- pgbackrest --stanza=main --repo=1 --output=json info").stdout
+    return json.loads(described)[0]["backup"]
+
+
 def repository_bytes(server):
     sizes = {}
     for part in ("archive", "backup"):
@@ -815,7 +823,8 @@ def pitr(args):
     pitr.yml): a full base backup beside a dump backup; how long a write committed under a
     steady load waits before it is archived; a restore to a time beside a dump restore (both
     checked row by row); then NIGHTS nights, each changing about CHANGE_PCT % of the rows and
-    taking the backup the schedule takes (auto: differential), with the repository's growth."""
+    running the backup the schedule runs (auto: none while the night's WAL is small beside the
+    cluster, else differential), with the repository's growth."""
     if args.engine != "postgresql":
         raise SystemExit("bench.py pitr: point-in-time recovery is built for PostgreSQL only so far")
     server = Server(args.engine, args.container)
@@ -839,6 +848,7 @@ def pitr(args):
     }
     # The base backup beside the dump (the project's backup_db.sh, which the restore below uses).
     out["full_backup"] = server.timed(f"{PITR_BIN}/pitr_backup_db.sh --type full --quiet", user="root")
+    out["full_backup"]["repository_bytes"] = local_backups(server)[-1]["info"]["repository"]["delta"]
     out["dump_backup"] = server.timed("commands/backup_db.sh --quiet")
     out["dump_bytes"] = server.file_size(f"{HOME}/db_backups/latest")
     log(f"pitr: full backup {out['full_backup']['wall_s']:.1f} s, dump {out['dump_backup']['wall_s']:.1f} s")
@@ -892,17 +902,25 @@ def pitr(args):
     # The nights: the day's changes, then the backup the schedule takes, its WAL archived.
     nights = []
     for night in range(args.nights + 1):
+        held = local_backups(server)
         if night:
             change(server, args.change_pct, args.pattern)
+            # The day's WAL archived before the night's run, which measures it.
+            segment = wal_segment_now(server)
+            server.sql("SELECT pg_switch_wal()", database="postgres")
+            wait_archived(server, segment)
             result = server.timed(f"{PITR_BIN}/pitr_backup_db.sh --quiet", user="root")
         else:
+            # The week starts with a full backup: the restores above loaded the database twice,
+            # WAL that the nights' runs would otherwise count since the first one.
+            server.run(f"{PITR_BIN}/pitr_backup_db.sh --type full --quiet")
             result = {"wall_s": 0.0}
         segment = wal_segment_now(server)
         server.sql("SELECT pg_switch_wal()", database="postgres")
         wait_archived(server, segment)
-        # As postgres, as the role's commands run pgBackRest (root would leave its own log file).
-        described = server.run("runuser -u postgres -- pgbackrest --stanza=main --repo=1 --output=json info").stdout
-        newest = json.loads(described)[0]["backup"][-1]["type"]
+        after = local_backups(server)
+        # auto takes no backup on a night whose WAL is small beside the cluster.
+        newest = after[-1]["type"] if len(after) > len(held) else "none"
         nights.append({"night": night, "backup_wall_s": result["wall_s"], "kind": newest, **repository_bytes(server)})
         log(f"pitr night {night}: {newest} backup {result['wall_s']:.1f} s, repository {nights[-1]}")
     out["nights"] = {"pattern": args.pattern, "change_pct": args.change_pct, "list": nights}
@@ -955,12 +973,19 @@ def pitr_report(pitr_runs, problems):
             wal = (later[-1]["archive"] - nights[0]["archive"]) / len(later) / 2**20
             backups = (later[-1]["backup"] - nights[0]["backup"]) / len(later) / 2**20
             kinds = sorted({n["kind"] for n in later})
+            full = run["full_backup"].get("repository_bytes")
+            weekly = (
+                f"; the full backup, weekly by default, stored {full / 2**20:.1f} MiB, a seventh of which is "
+                f"{100 * full / 7 / run['database_bytes']:.1f} % of the database"
+                if full
+                else ""
+            )
             notes.append(
                 f"- **{run['nights']['pattern']}**: per night, the archived WAL grew {wal:.1f} MiB "
-                f"({100 * wal * 2**20 / run['database_bytes']:.1f} % of the database) and the backups "
-                f"({', '.join(kinds)}, {spread([n['backup_wall_s'] for n in later], '{:.1f}')} s each) "
-                f"{backups:.1f} MiB ({100 * backups * 2**20 / run['database_bytes']:.1f} %); the dump was "
-                f"{run['dump_bytes'] / 2**20:.1f} MiB."
+                f"({100 * wal * 2**20 / run['database_bytes']:.1f} % of the database) and the backups the "
+                f"nightly runs took ({', '.join(kinds)}; {spread([n['backup_wall_s'] for n in later], '{:.1f}')} s "
+                f"each run) {backups:.1f} MiB ({100 * backups * 2**20 / run['database_bytes']:.1f} %); the dump was "
+                f"{run['dump_bytes'] / 2**20:.1f} MiB{weekly}."
             )
     return [*out, "", *notes, ""]
 

@@ -68,6 +68,7 @@ class Pitr:
     socket_dir: str = "/var/run/postgresql"
     max_archive_lag: int = 300
     repositories: tuple[int, ...] = (1,)
+    diff_after_wal_percent: int = 50
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,9 @@ def load_pitr(path):
         waiting before pitr_check_db.sh fails
     repositories: list of int 1-4, pgBackRest's repositories, the local one (1) first; each
         pitr_backup_db.sh backs up to every one
+    diff_after_wal_percent: int 0-1000, between full backups, pitr_backup_db.sh --type auto takes a
+        differential backup once the WAL archived since a repository's newest backup has grown to
+        this share of the cluster's size, and none before (0: a differential one every run)
     """
     values = _Object(_file(path), read_values(path))
     pitr = Pitr(
@@ -281,6 +285,7 @@ def load_pitr(path):
         socket_dir=values.string("socket_dir", rule=PLAIN_PATH),
         max_archive_lag=values.number("max_archive_lag", 60, 86400),
         repositories=tuple(values.list("repositories")),
+        diff_after_wal_percent=values.number("diff_after_wal_percent", 0, 1000),
     )
     if not pitr.repositories or pitr.repositories[0] != 1 or len(set(pitr.repositories)) != len(pitr.repositories):
         values.fail("repositories", "must list the local repository 1 first, each repository once")

@@ -34,6 +34,7 @@ import time
 
 from . import config
 from .errors import Exit, Failure
+from .offsite import iec
 from .runner import CAPTURE, CommandFailed, Interrupted, Runner
 
 OPTION = "--to-time"
@@ -51,6 +52,8 @@ ASK_VERIFY = '{"ask": "verify"}'
 VERIFY_TIMEOUT = 24 * 3600  # pgBackRest reading back the whole repository
 BACKUP_TYPES = ("auto", "full", "diff", "incr")
 BACKUP_TIMEOUT = 24 * 3600
+# A WAL segment as pgBackRest's archive names it: the segment, then its SHA-1 (and extension).
+WAL_FILE = re.compile(r"[0-9A-F]{24}-[0-9a-f]{40}")
 WAL_ROOM = 1 << 30  # bytes: PostgreSQL's default max_wal_size, for the WAL a recovery replays
 POLL = 0.5  # seconds between two questions to a cluster still recovering
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -822,16 +825,20 @@ class BackupSide(OneRequest):
         return describe(self.root)
 
     def auto_kind(self, now, repo=1):
-        """auto: full when REPO has no full backup of the stanza, or its newest
-        one is older than full_every_days (less an hour, so that a daily run at
-        a set time does not slip a day); differential otherwise."""
-        days = self.root.settings.full_every_days
+        """auto's choice for REPO: (kind, why), kind None for no backup.
+
+        full when REPO holds no full backup of the stanza, or its newest one is
+        older than full_every_days (less an hour, so that a daily run at a set time
+        does not slip a day). Between full backups, a differential one once the WAL
+        archived since REPO's newest backup has grown to diff_after_wal_percent of
+        the cluster's size (0: every run), so that a restore never replays more
+        than that; before, none: the archive already holds the changes, and a
+        differential backup would copy every changed table file whole again."""
+        settings = self.root.settings
+        days = settings.full_every_days
         try:
-            fulls = [
-                int(b["timestamp"]["stop"])
-                for b in self.describe()["backup"]
-                if b["type"] == "full" and repository_of(b) == repo
-            ]
+            held = [b for b in self.describe()["backup"] if repository_of(b) == repo]
+            fulls = [int(b["timestamp"]["stop"]) for b in held if b["type"] == "full"]
         except (CommandFailed, ValueError, TypeError, KeyError) as exc:
             raise Failure(
                 Exit.DUMP_FAILED, f"pgBackRest cannot describe the stanza, so no backup was taken ({exc})"
@@ -844,7 +851,58 @@ class BackupSide(OneRequest):
                 "full",
                 f"the newest full backup is {age / 86400:.1f} days old (db_backup_pitr_full_every_days {days})",
             )
-        return "diff", f"the newest full backup is {age / 86400:.1f} days old"
+        old = f"the newest full backup is {age / 86400:.1f} days old"
+        allowed = settings.diff_after_wal_percent
+        if not allowed:
+            return "diff", old
+        newest = held[-1]
+        try:
+            label, stop, size = str(newest["label"]), str(newest["archive"]["stop"]), int(newest["info"]["size"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise Failure(
+                Exit.DUMP_FAILED,
+                f"pgBackRest's description of the newest backup names no WAL or size ({exc}), so no backup was taken",
+            ) from None
+        wal = self.archived_since(repo, stop)
+        share = 100 * wal / max(size, 1)
+        measured = (
+            f"the archive holds {iec(wal)}B of WAL since backup {label}, {share:.1f} % of the cluster's {iec(size)}B"
+        )
+        if share >= allowed:
+            return "diff", f"{measured} (db_backup_pitr_diff_after_wal_percent {allowed}); {old}"
+        return None, f"{measured}, under db_backup_pitr_diff_after_wal_percent {allowed}; {old}"
+
+    def archived_since(self, repo, stop):
+        """The bytes REPO's archive holds (compressed and encrypted, as stored) of
+        the WAL segments after segment STOP, the end of a backup: pgBackRest's
+        repo-ls of the stanza's archive, which reads a bucket as well as a
+        directory."""
+        stanza = self.root.settings.stanza
+        where = "the local repository" if repo == 1 else f"off-site repository {repo}"
+        listing = as_postgres(
+            "pgbackrest", f"--stanza={stanza}", f"--repo={repo}", "--output=json", "--recurse",
+            "--log-level-console=warn", "repo-ls", f"archive/{stanza}",
+        )  # fmt: skip
+        try:
+            found = json.loads(run_quiet(self.root.runner, listing, QUERY_TIMEOUT).stdout)
+            total = 0
+            for path, entry in found.items():
+                name = path.rsplit("/", 1)[-1]
+                # Segments only (24 hex digits, then pgBackRest's checksum and extension), of
+                # any timeline: a name sorts after STOP exactly when it was written after it.
+                if entry["type"] == "file" and WAL_FILE.match(name) and name[:24] > stop:
+                    total += int(entry["size"])
+        except CommandFailed as failed_run:
+            raise Failure(
+                Exit.DUMP_FAILED,
+                f"pgBackRest cannot list the archive of {where} ({failed_run.reason()}), so no backup was taken",
+            ) from None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise Failure(
+                Exit.DUMP_FAILED,
+                f"pgBackRest's listing of the archive of {where} is unreadable, so no backup was taken",
+            ) from None
+        return total
 
     def backup(self, now=None, repo=1):
         root, stanza = self.root, self.root.settings.stanza
@@ -852,6 +910,9 @@ class BackupSide(OneRequest):
         now = time.time() if now is None else now
         kind, why = (self.kind, "") if self.kind != "auto" else self.auto_kind(now, repo)
         where = f"stanza {stanza}" + (f", off-site repository {repo}" if repo != 1 else "")
+        if kind is None:
+            root.say(f"pgBackRest takes no backup of the cluster ({where}): {why}")
+            return {**self.newest(repo), "taken": False, "why": why}
         root.say(f"pgBackRest takes a {kind} backup of the cluster ({where})" + (f": {why}" if why else ""))
         started = time.monotonic()
         try:
@@ -864,26 +925,25 @@ class BackupSide(OneRequest):
                 f"pgBackRest's {kind} backup ({where}) failed ({failed_run.reason()}); the earlier backups are as "
                 "they were",
             ) from None
-        took = time.monotonic() - started
+        return {**self.newest(repo, kind), "seconds": round(time.monotonic() - started, 1), "taken": True}
+
+    def newest(self, repo, kind=None):
+        """REPO's newest backup as the answer gives it; KIND: the backup just taken."""
         try:
-            described = self.describe()
-            held = [b for b in described["backup"] if repository_of(b) == repo]
+            held = [b for b in self.describe()["backup"] if repository_of(b) == repo]
             newest = held[-1]
             return {
                 "repository": repo,
                 "label": str(newest["label"]),
                 "type": str(newest["type"]),
-                "seconds": round(took, 1),
+                "seconds": 0.0,
                 "database_bytes": int(newest["info"]["size"]),
                 "repository_bytes": int(newest["info"]["repository"]["delta"]),
                 "backups": len(held),
             }
         except (CommandFailed, ValueError, TypeError, KeyError, IndexError):
-            raise Failure(
-                Exit.INTERNAL,
-                f"pgBackRest's {kind} backup ended without an error, but its description of the stanza is "
-                "unreadable (pgbackrest info)",
-            ) from None
+            taken = f"pgBackRest's {kind} backup ended without an error, but its" if kind else "pgBackRest's"
+            raise Failure(Exit.INTERNAL, f"{taken} description of the stanza is unreadable (pgbackrest info)") from None
 
 
 def repository_of(backup):

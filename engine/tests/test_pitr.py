@@ -98,6 +98,7 @@ VALUES = {
     "socket_dir": "/var/run/postgresql",
     "max_archive_lag": 300,
     "repositories": [1],
+    "diff_after_wal_percent": 25,
 }
 
 
@@ -110,7 +111,7 @@ def write_values(tmp_path, **changes):
 
 def test_the_values_are_read(tmp_path):
     assert config.load_pitr(write_values(tmp_path)) == config.Pitr(
-        "main", "/usr/lib/postgresql/15/bin", "/srv/pitr/shop", 5499, port=5433
+        "main", "/usr/lib/postgresql/15/bin", "/srv/pitr/shop", 5499, port=5433, diff_after_wal_percent=25
     )
 
 
@@ -128,6 +129,8 @@ def test_the_values_are_read(tmp_path):
         ({"repositories": []}, "repositories must list the local repository 1 first"),
         ({"repositories": [1, 1]}, "each repository once"),
         ({"repositories": [1, 5]}, "repositories must hold numbers from 1 to 4"),
+        ({"diff_after_wal_percent": 1001}, "diff_after_wal_percent must be from 0 to 1000"),
+        ({"diff_after_wal_percent": "50"}, "diff_after_wal_percent must be a whole number"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path, changes, error):
@@ -701,7 +704,8 @@ def backups(*kinds_and_ages):
             "label": f"{n}{kind[0].upper()}",
             "type": kind,
             "timestamp": {"stop": AUTO_NOW - int(days * 86400)},
-            "info": {"size": 1, "repository": {"delta": 1}},
+            "archive": {"stop": f"0000000100000000000000{n:02X}"},
+            "info": {"size": 100 << 20, "repository": {"delta": 1}},
         }
         for n, (kind, days) in enumerate(kinds_and_ages)
     ]
@@ -719,7 +723,6 @@ def backups(*kinds_and_ages):
         ),
         # A daily run a few minutes earlier than last week's still takes the full one.
         ((("full", 7 - 0.01),), "full", "the newest full backup is 7.0 days old (db_backup_pitr_full_every_days 7)"),
-        ((("full", 20), ("full", 6), ("diff", 1)), "diff", "the newest full backup is 6.0 days old"),
     ],
 )
 def test_auto_takes_a_full_backup_once_the_newest_full_one_is_a_week_old(backup_side, held, kind, why):
@@ -731,6 +734,117 @@ def test_auto_takes_a_full_backup_once_the_newest_full_one_is_a_week_old(backup_
     (taken,) = [call.argv for call in backup_side.runner.calls if call.argv[-1] == "backup"]
     assert f"--type={kind}" in taken
     assert backup_side.said == [f"pgBackRest takes a {kind} backup of the cluster (stanza main): {why}"]
+
+
+def wal_listing(*segments):
+    """repo-ls --recurse of a stanza's archive holding SEGMENTS, (segment number, bytes),
+    with what else an archive holds: its info files, a timeline's history, a backup's
+    label, the directories."""
+    listing = {
+        ".": {"type": "path"},
+        "archive.info": {"type": "file", "size": 600, "time": 1},
+        "15-1": {"type": "path"},
+        "15-1/00000002.history": {"type": "file", "size": 5 << 20, "time": 1},
+        "15-1/0000000100000000": {"type": "path"},
+        "15-1/0000000100000000/000000010000000000000002.00000028.backup": {"type": "file", "size": 9 << 20},
+    }
+    for number, size in segments:
+        name = f"0000000100000000000000{number:02X}-{'ab' * 20}.gz"
+        listing[f"15-1/0000000100000000/{name}"] = {"type": "file", "size": size, "time": 1}
+    return json.dumps(listing).encode()
+
+
+def lists_archive(call):
+    return call.argv[-2] == "repo-ls"
+
+
+@pytest.mark.parametrize(
+    ("segments", "kind", "why"),
+    [
+        # Segments 0 to 2 end at or before the newest backup (the diff numbered 2): not counted.
+        (
+            ((0, 90 << 20), (2, 90 << 20), (3, 30 << 20), (9, 19 << 20)),
+            None,
+            "the archive holds 49MB of WAL since backup 2D, 49.0 % of the cluster's 100MB, under "
+            "db_backup_pitr_diff_after_wal_percent 50; the newest full backup is 6.0 days old",
+        ),
+        (
+            ((3, 30 << 20), (9, 20 << 20)),
+            "diff",
+            "the archive holds 50MB of WAL since backup 2D, 50.0 % of the cluster's 100MB "
+            "(db_backup_pitr_diff_after_wal_percent 50); the newest full backup is 6.0 days old",
+        ),
+        ((), None, "the archive holds 0B of WAL since backup 2D, 0.0 % of the cluster's 100MB, under "
+                   "db_backup_pitr_diff_after_wal_percent 50; the newest full backup is 6.0 days old"),
+    ],
+)  # fmt: skip
+def test_between_full_backups_auto_takes_a_differential_one_once_the_wal_since_the_newest_is_half_the_cluster(
+    backup_side, segments, kind, why
+):
+    backup_side.kind = "auto"
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=backups(("full", 20), ("full", 6), ("diff", 1)))
+    backup_side.runner.on(lists_archive, stdout=wal_listing(*segments))
+    assert backup_side.auto_kind(AUTO_NOW) == (kind, why)
+    (listed,) = [call.argv for call in backup_side.runner.calls if lists_archive(call)]
+    assert listed == [
+        "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--repo=1", "--output=json", "--recurse",
+        "--log-level-console=warn", "repo-ls", "archive/main",
+    ]  # fmt: skip
+
+
+def test_a_night_without_a_backup_says_why_and_reports_the_newest_one(backup_side, monkeypatch):
+    monkeypatch.setattr(pitr.time, "time", lambda: AUTO_NOW)
+    backup_side.kind = "auto"
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=backups(("full", 2)))
+    backup_side.runner.on(lists_archive, stdout=wal_listing((1, 1 << 20)))
+    done = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["done"]
+    assert [c for c in backup_side.runner.calls if c.argv[-1] == "backup"] == []
+    assert (done["taken"], done["label"], done["type"], done["seconds"], done["backups"]) == (False, "0F", "full", 0, 1)
+    assert done["why"].startswith("the archive holds 1.0MB of WAL since backup 0F, 1.0 % of the cluster's 100MB, under")
+    assert backup_side.said == [f"pgBackRest takes no backup of the cluster (stanza main): {done['why']}"]
+
+
+def test_a_share_of_0_takes_a_differential_backup_every_run_without_listing_the_archive(backup_side):
+    backup_side.kind = "auto"
+    backup_side.root.settings = config.Pitr(
+        "main", "/usr/lib/postgresql/15/bin", "/var/lib/x/shop", 5499, diff_after_wal_percent=0
+    )
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=backups(("full", 2)))
+    assert backup_side.auto_kind(AUTO_NOW) == ("diff", "the newest full backup is 2.0 days old")
+    assert not [c for c in backup_side.runner.calls if lists_archive(c)]
+
+
+@pytest.mark.parametrize(
+    ("listing", "error"),
+    [
+        ({"fail": 82, "stderr": "ERROR: [082]: unable to list"}, "pgBackRest cannot list the archive of the local "
+         "repository (runuser failed (exit code 82): ERROR: [082]: unable to list)"),
+        ({"stdout": b"[1]"}, "pgBackRest's listing of the archive of the local repository is unreadable"),
+        # A segment after the backup's, without its size.
+        ({"stdout": json.dumps({"F" * 24 + "-" + "a" * 40: {"type": "file"}}).encode()},
+         "pgBackRest's listing of the archive of the local repository is unreadable"),
+    ],
+)  # fmt: skip
+def test_an_archive_that_cannot_be_listed_takes_no_backup(backup_side, listing, error, monkeypatch):
+    monkeypatch.setattr(pitr.time, "time", lambda: AUTO_NOW)
+    backup_side.kind = "auto"
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=backups(("full", 2)))
+    backup_side.runner.on(lists_archive, **listing)
+    answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.DUMP_FAILED
+    assert answer["message"].startswith(error) and answer["message"].endswith("so no backup was taken")
+    assert [c for c in backup_side.runner.calls if c.argv[-1] == "backup"] == []
+
+
+def test_a_newest_backup_without_its_wal_takes_no_backup(backup_side, monkeypatch):
+    monkeypatch.setattr(pitr.time, "time", lambda: AUTO_NOW)
+    backup_side.kind = "auto"
+    described = json.loads(backups(("full", 2)))
+    del described[0]["backup"][0]["archive"]
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=json.dumps(described).encode())
+    answer = backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"]
+    assert answer["code"] == Exit.DUMP_FAILED
+    assert answer["message"].startswith("pgBackRest's description of the newest backup names no WAL or size")
 
 
 def test_auto_takes_no_backup_when_the_stanza_cannot_be_described(backup_side):
@@ -1061,6 +1175,7 @@ def two_repositories_info(*backups):
             "type": kind,
             "timestamp": {"stop": AUTO_NOW - int(days * 86400)},
             "database": {"id": 1, "repo-key": repo},
+            "archive": {"stop": "000000010000000000000001"},
             "info": {"size": 10 << 20, "repository": {"delta": repo << 20}},
         }
         for label, kind, repo, days in backups
@@ -1087,6 +1202,8 @@ def test_each_repository_gets_its_own_backup_the_local_one_first(two_sides, monk
     two_sides.runner.on(
         lambda call: call.argv[-1] == "info", stdout=two_repositories_info(*after_local, ("3F", "full", 2, 0))
     )
+    # Since the local full backup, WAL of 6 MiB: 60 % of the cluster's 10 MiB.
+    two_sides.runner.on(lists_archive, argv_contains="--repo=1", stdout=wal_listing((2, 6 << 20)))
     done = two_sides.handle(pitr.ASK_BACKUP, pitr.Served(), None)["done"]
     taken = [call.argv[6:8] for call in two_sides.runner.calls if call.argv[-1] == "backup"]
     # The local repository's full backup is 2 days old, the bucket's 9: each decides alone.

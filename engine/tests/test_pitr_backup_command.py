@@ -38,6 +38,7 @@ def test_the_backup_is_logged_measured_and_pinged(cmd, root_side):
     assert cmd.metric("pitr_backup_seconds", "pitr_backup_db") == "12.5"
     assert cmd.metric("pitr_backup_database_bytes", "pitr_backup_db") == str(50 << 20)
     assert cmd.metric("pitr_backup_repository_bytes", "pitr_backup_db") == str(3 << 20)
+    assert cmd.metric("pitr_backup_taken", "pitr_backup_db") == "1"
     assert cmd.metric("job_last_success_timestamp_seconds", "pitr_backup_db") is not None
     assert cmd.pings == [("https://hc.example/pitr", "start"), ("https://hc.example/pitr", "0")]
 
@@ -50,6 +51,27 @@ def test_each_offsite_backup_gets_its_line(cmd, root_side):
         "pgBackRest full backup 20261208-020000F in off-site repository 2 in 12.5 s: it took 40MB more there; it "
         "keeps 3 backups"
     )
+
+
+def test_a_night_without_a_backup_is_a_success_that_says_so(cmd, root_side):
+    """auto found the archive small since the newest backup: no backup anywhere, each
+    repository's line says so, the job succeeded, and no backup's figures are reported."""
+    why = "the archive holds 1.0MB of WAL since backup 20261207-020000F, 2.0 % of the cluster's 50MB, under ..."
+    kept = {**DONE, "label": "20261207-020000F", "type": "full", "seconds": 0.0, "taken": False, "why": why}
+    root_side.messages = [
+        {"log": f"pgBackRest takes no backup of the cluster (stanza main): {why}"},
+        {"done": {**kept, "repository": 1, "offsite": [{**kept, "repository": 2, "backups": 2}]}},
+    ]
+    assert root_side.run() == Exit.OK
+    assert cmd.lines("INFO", "pitr_backup_db")[1:3] == [
+        "pgBackRest took no backup: the archive holds what changed since backup 20261207-020000F (full); the stanza "
+        "keeps 3 backups",
+        "pgBackRest took no backup in off-site repository 2: the archive holds what changed since backup "
+        "20261207-020000F (full); the stanza keeps 2 backups there",
+    ]
+    assert cmd.metric("pitr_backup_taken", "pitr_backup_db") == "0"
+    assert cmd.metric("pitr_backup_seconds", "pitr_backup_db") is None
+    assert cmd.metric("job_exit_code", "pitr_backup_db") == "0"
 
 
 def test_a_failed_backup_exits_with_the_root_sides_code_and_is_no_success(cmd, root_side):

@@ -7,11 +7,13 @@ from .. import pitr
 from . import common
 
 USAGE = """Usage: pitr_backup_db.sh [--type auto|full|diff|incr] [--quiet]
-Take a pgBackRest backup of the PostgreSQL cluster (db_backup_pitr). auto (the default): a
-full one when the newest full backup is db_backup_pitr_full_every_days old or more (or there is
-none), else a differential one (what changed since the newest full one). pgBackRest then
-applies the stanza's retention. Started as root (as the schedule role does): pgBackRest's repository and
-its passphrase are root's and postgres's."""
+Take a pgBackRest backup of the PostgreSQL cluster (db_backup_pitr), in each repository. auto (the
+default): a full one when the newest full backup is db_backup_pitr_full_every_days old or more (or
+there is none); between them, a differential one (what changed since the newest full one) once the
+WAL archived since the newest backup has grown to db_backup_pitr_diff_after_wal_percent of the
+cluster's size, and none before: the archive holds the changes. pgBackRest then applies the
+stanza's retention. Started as root (as the schedule role does): pgBackRest's repository and its
+passphrase are root's and postgres's."""
 
 
 def main(context, args):
@@ -22,21 +24,30 @@ def main(context, args):
     )
     context.start_run(database.healthcheck_url("pitr_backup_db"))
     done = channel.request(pitr.ASK_BACKUP, "done", context.log, f"taking the {kind} backup")
-    context.log.info(
-        f"pgBackRest {done['type']} backup {done['label']} in {done['seconds']} s: the cluster holds "
-        f"{common.iec(done['database_bytes'])}B, the repository took {common.iec(done['repository_bytes'])}B more; "
-        f"the stanza keeps {done['backups']} backups"
-    )
-    for offsite in done.get("offsite", []):
-        context.log.info(
-            f"pgBackRest {offsite['type']} backup {offsite['label']} in off-site repository {offsite['repository']} "
-            f"in {offsite['seconds']} s: it took {common.iec(offsite['repository_bytes'])}B more there; it keeps "
-            f"{offsite['backups']} backups"
+    for taken in (done, *done.get("offsite", [])):
+        where = "" if taken is done else f" in off-site repository {taken['repository']}"
+        if not taken.get("taken", True):
+            context.log.info(
+                f"pgBackRest took no backup{where}: the archive holds what changed since backup {taken['label']} "
+                f"({taken['type']}); the stanza keeps {taken['backups']} backups{' there' if where else ''}"
+            )
+        elif taken is done:
+            context.log.info(
+                f"pgBackRest {done['type']} backup {done['label']} in {done['seconds']} s: the cluster holds "
+                f"{common.iec(done['database_bytes'])}B, the repository took {common.iec(done['repository_bytes'])}B "
+                f"more; the stanza keeps {done['backups']} backups"
+            )
+        else:
+            context.log.info(
+                f"pgBackRest {taken['type']} backup {taken['label']}{where} in {taken['seconds']} s: it took "
+                f"{common.iec(taken['repository_bytes'])}B more there; it keeps {taken['backups']} backups"
+            )
+    context.extra_metrics["pitr_backup_taken"] = 1 if done.get("taken", True) else 0
+    if done.get("taken", True):
+        context.extra_metrics.update(
+            {
+                "pitr_backup_seconds": done["seconds"],
+                "pitr_backup_database_bytes": done["database_bytes"],
+                "pitr_backup_repository_bytes": done["repository_bytes"],
+            }
         )
-    context.extra_metrics.update(
-        {
-            "pitr_backup_seconds": done["seconds"],
-            "pitr_backup_database_bytes": done["database_bytes"],
-            "pitr_backup_repository_bytes": done["repository_bytes"],
-        }
-    )

@@ -6,6 +6,7 @@ restored to a moment between two writes, aside (another directory and port),
 while the live one runs on."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -350,35 +351,64 @@ def run_scheduled(host, variables, name):
     return host.run(f"env -i {environment} {ENGINE_BIN}/{name}.sh </dev/null").rc
 
 
-def test_the_scheduled_pgbackrest_backup_is_differential_after_a_recent_full_one(host, probe, variables):
-    """pitr_backup_db.sh as the schedule runs it, as root (cron on Debian 12, a systemd
-    timer's service on 13): --type auto takes a differential backup (the full one is
-    minutes old) that the stanza then holds, logged by the project user's side; the
-    project user alone gets a refusal and no backup."""
+def local_wal_since(host, stop):
+    """Bytes of the WAL segments after STOP in the local repository's archive, as stored
+    (read from its directory, not through pgBackRest)."""
+    listed = host.run(f"find {REPOSITORY}/archive/{STANZA} -type f -printf '%f %s\\n'").stdout.split("\n")
+    return sum(
+        int(size)
+        for name, size in (line.split() for line in listed if line)
+        if len(name) > 25 and name[24] == "-" and name[:24] > stop
+    )
+
+
+def test_the_scheduled_pgbackrest_backup_takes_none_while_the_archive_since_the_newest_is_small(host, probe, variables):
+    """An incremental backup in each repository (--type incr), a write archived after it; then
+    pitr_backup_db.sh as the schedule runs it, as root (cron on Debian 12, a systemd timer's
+    service on 13): --type auto takes no backup, since the WAL archived since the newest backup
+    is far under half the cluster's size; it says so with the figure the local repository's
+    directory gives, per repository, and its metrics say no backup was taken. The project
+    user alone gets a refusal and no backup."""
     before = info(host)["backup"]
-    PostgreSQL(host).sql("INSERT INTO pitr_probe SELECT 2000 + count(*), now() FROM pitr_probe")
+    taken = host.run(f"{ENGINE_BIN}/pitr_backup_db.sh --type incr --quiet </dev/null")
+    assert taken.rc == 0, last_log_lines(host, "pitr_backup_db", 10)
+    after = info(host)["backup"]
+    assert len(after) == len(before) + 2
+    newest = {}
+    for repo in (1, 2):
+        held = [b for b in after if b["database"]["repo-key"] == repo]
+        # Incremental: what changed since the repository's newest backup, its prior.
+        assert held[-1]["type"] == "incr" and held[-1]["prior"] == held[-2]["label"], held[-2:]
+        newest[repo] = held[-1]
+    pg = PostgreSQL(host)
+    segment = write_and_switch(pg, 2000)
+    wait_archived(host, segment, 60)
     code = run_scheduled(host, variables, "pitr_backup_db")
     assert code == 0, (
         last_log_lines(host, "pitr_backup_db", 10)
         + host.run(f"journalctl -u {UNIT_PREFIX}pitr_backup_db.service --no-pager -n 40").stdout
     )
-    after = info(host)["backup"]
-    # One in each repository: the local one, then the bucket.
-    assert len(after) == len(before) + 2
-    for repo in (1, 2):
-        held = [b for b in after if b["database"]["repo-key"] == repo]
-        # Differential: what changed since the repository's newest full backup, its prior.
-        assert held[-1]["type"] == "diff", held[-1]
-        assert held[-1]["prior"] == [b["label"] for b in held if b["type"] == "full"][-1]
-    newest, offsite = (local_backups(after)[-1], [b for b in after if b["database"]["repo-key"] == 2][-1])
-    log = last_log_lines(host, "pitr_backup_db", 5)
-    assert "pgBackRest takes a diff backup of the cluster (stanza main): the newest full backup is 0.0 days old" in log
-    assert f"pgBackRest diff backup {newest['label']} in " in log
-    assert f"pgBackRest diff backup {offsite['label']} in off-site repository 2 in " in log
+    assert info(host)["backup"] == after
+    log = last_log_lines(host, "pitr_backup_db", 8)
+    wal = local_wal_since(host, newest[1]["archive"]["stop"])
+    size = newest[1]["info"]["size"]
+    # Written since the incremental backup: the probe row's segment, at least.
+    assert 0 < wal < size / 2
+    assert (
+        "pgBackRest takes no backup of the cluster (stanza main): the archive holds " in log
+        and f"of WAL since backup {newest[1]['label']}, {100 * wal / size:.1f} % of the cluster's " in log
+    ), log
+    assert "under db_backup_pitr_diff_after_wal_percent 50; the newest full backup is 0.0 days old" in log
+    assert "(stanza main, off-site repository 2): the archive holds " in log
+    assert f"of WAL since backup {newest[2]['label']}, " in log
+    assert f"pgBackRest took no backup: the archive holds what changed since backup {newest[1]['label']} (incr)" in log
+    metrics = host.file("/var/lib/djangoops-metrics/djangoops_shop_pitr_backup_db.prom").content_string
+    assert re.search(r"^djangoops_pitr_backup_taken(\{[^}]*\})? 0$", metrics, re.M), metrics
+    assert "pitr_backup_seconds" not in metrics, metrics
     assert host.file(f"{LOGS}/pitr_backup_db.log").user == "shop"
     as_user = host.run(f"runuser -u shop -- {ENGINE_BIN}/pitr_backup_db.sh </dev/null")
     assert as_user.rc == 3 and "must be started as root" in as_user.stderr, as_user.stderr
-    assert len(info(host)["backup"]) == len(after)
+    assert info(host)["backup"] == after
 
 
 def check_metrics(host):
