@@ -832,8 +832,10 @@ class BackupSide(OneRequest):
         does not slip a day). Between full backups, a differential one once the WAL
         archived since REPO's newest backup has grown to diff_after_wal_percent of
         the cluster's size (0: every run), so that a restore never replays more
-        than that; before, none: the archive already holds the changes, and a
-        differential backup would copy every changed table file whole again."""
+        than that, or at once when the archive misses a segment since that backup
+        (a gap: a restore from it would stop there); otherwise none: the archive
+        already holds the changes, and a differential backup would copy every
+        changed table file whole again."""
         settings = self.root.settings
         days = settings.full_every_days
         try:
@@ -863,7 +865,14 @@ class BackupSide(OneRequest):
                 Exit.DUMP_FAILED,
                 f"pgBackRest's description of the newest backup names no WAL or size ({exc}), so no backup was taken",
             ) from None
-        wal = self.archived_since(repo, stop)
+        wal, numbers = self.archived_since(repo, stop)
+        missing = self.first_missing(stop, numbers)
+        if missing:
+            return (
+                "diff",
+                f"the archive misses WAL after backup {label} (segment {missing} is in no archive of the repository, "
+                "written while archiving was off?): a restore from that backup would stop there",
+            )
         share = 100 * wal / max(size, 1)
         measured = (
             f"the archive holds {iec(wal)}B of WAL since backup {label}, {share:.1f} % of the cluster's {iec(size)}B"
@@ -872,11 +881,50 @@ class BackupSide(OneRequest):
             return "diff", f"{measured} (db_backup_pitr_diff_after_wal_percent {allowed}); {old}"
         return None, f"{measured}, under db_backup_pitr_diff_after_wal_percent {allowed}; {old}"
 
+    def first_missing(self, stop, names):
+        """The first WAL segment after segment STOP that NAMES (segments archived
+        after it, of any timeline) skip ("" when none is skipped): a gap, WAL that
+        reached no archive. Segments are numbered by the cluster's segment size."""
+        if not names:
+            return ""
+        per_log = 0x100000000 // self.wal_segment_size()
+
+        def number(name):
+            return int(name[8:16], 16) * per_log + int(name[16:24], 16)
+
+        held = {number(name) for name in names}
+        for wanted in range(number(stop) + 1, max(held)):
+            if wanted not in held:
+                return f"{stop[:8]}{wanted // per_log:08X}{wanted % per_log:08X}"
+        return ""
+
+    def wal_segment_size(self):
+        """The live cluster's WAL segment size in bytes (asked as postgres, by its socket)."""
+        settings = self.root.settings
+        conninfo = f"dbname=postgres host={settings.socket_dir} port={settings.port} connect_timeout=10"
+        psql = [f"{settings.pg_bin}/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
+        query = "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"
+        try:
+            size = int(run_quiet(self.root.runner, as_postgres(*psql, "-c", query), QUERY_TIMEOUT).stdout)
+            if size < 1 << 20 or size & (size - 1):
+                raise ValueError(size)
+            return size
+        except CommandFailed as failed_run:
+            raise Failure(
+                Exit.DB_UNAVAILABLE,
+                f"cannot ask the cluster (port {settings.port}) its WAL segment size ({failed_run.reason()}), so no "
+                "backup was taken",
+            ) from None
+        except ValueError:
+            raise Failure(
+                Exit.INTERNAL, "the cluster's WAL segment size is unreadable, so no backup was taken"
+            ) from None
+
     def archived_since(self, repo, stop):
-        """The bytes REPO's archive holds (compressed and encrypted, as stored) of
-        the WAL segments after segment STOP, the end of a backup: pgBackRest's
-        repo-ls of the stanza's archive, which reads a bucket as well as a
-        directory."""
+        """(bytes, names): what REPO's archive holds of the WAL segments after
+        segment STOP, the end of a backup: their bytes as stored (compressed and
+        encrypted) and their names. pgBackRest's repo-ls of the stanza's archive,
+        which reads a bucket as well as a directory."""
         stanza = self.root.settings.stanza
         where = "the local repository" if repo == 1 else f"off-site repository {repo}"
         listing = as_postgres(
@@ -885,13 +933,14 @@ class BackupSide(OneRequest):
         )  # fmt: skip
         try:
             found = json.loads(run_quiet(self.root.runner, listing, QUERY_TIMEOUT).stdout)
-            total = 0
+            total, names = 0, []
             for path, entry in found.items():
                 name = path.rsplit("/", 1)[-1]
                 # Segments only (24 hex digits, then pgBackRest's checksum and extension), of
                 # any timeline: a name sorts after STOP exactly when it was written after it.
                 if entry["type"] == "file" and WAL_FILE.match(name) and name[:24] > stop:
                     total += int(entry["size"])
+                    names.append(name[:24])
         except CommandFailed as failed_run:
             raise Failure(
                 Exit.DUMP_FAILED,
@@ -902,7 +951,7 @@ class BackupSide(OneRequest):
                 Exit.DUMP_FAILED,
                 f"pgBackRest's listing of the archive of {where} is unreadable, so no backup was taken",
             ) from None
-        return total
+        return total, names
 
     def backup(self, now=None, repo=1):
         root, stanza = self.root, self.root.settings.stanza

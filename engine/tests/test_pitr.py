@@ -749,9 +749,14 @@ def wal_listing(*segments):
         "15-1/0000000100000000/000000010000000000000002.00000028.backup": {"type": "file", "size": 9 << 20},
     }
     for number, size in segments:
-        name = f"0000000100000000000000{number:02X}-{'ab' * 20}.gz"
-        listing[f"15-1/0000000100000000/{name}"] = {"type": "file", "size": size, "time": 1}
+        name = f"{segment_name(number)}-{'ab' * 20}.gz"
+        listing[f"15-1/{name[:16]}/{name}"] = {"type": "file", "size": size, "time": 1}
     return json.dumps(listing).encode()
+
+
+def segment_name(number):
+    """WAL segment NUMBER's name on timeline 1, with 16 MiB segments (256 to a log file)."""
+    return f"00000001{number // 256:08X}{number % 256:08X}"
 
 
 def lists_archive(call):
@@ -763,13 +768,13 @@ def lists_archive(call):
     [
         # Segments 0 to 2 end at or before the newest backup (the diff numbered 2): not counted.
         (
-            ((0, 90 << 20), (2, 90 << 20), (3, 30 << 20), (9, 19 << 20)),
+            ((0, 90 << 20), (2, 90 << 20), (3, 30 << 20), (4, 19 << 20)),
             None,
             "the archive holds 49MB of WAL since backup 2D, 49.0 % of the cluster's 100MB, under "
             "db_backup_pitr_diff_after_wal_percent 50; the newest full backup is 6.0 days old",
         ),
         (
-            ((3, 30 << 20), (9, 20 << 20)),
+            ((3, 30 << 20), (4, 20 << 20)),
             "diff",
             "the archive holds 50MB of WAL since backup 2D, 50.0 % of the cluster's 100MB "
             "(db_backup_pitr_diff_after_wal_percent 50); the newest full backup is 6.0 days old",
@@ -790,6 +795,61 @@ def test_between_full_backups_auto_takes_a_differential_one_once_the_wal_since_t
         "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", "--repo=1", "--output=json", "--recurse",
         "--log-level-console=warn", "repo-ls", "archive/main",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stop", "segments", "missing"),
+    [
+        (2, (3, 5, 6), "000000010000000000000004"),
+        # The first segment after the backup's.
+        (2, (4,), "000000010000000000000003"),
+        # Across a log file's end (segment FF, then the next log file's first): no gap.
+        (255, (256, 257), ""),
+        (255, (257,), "000000010000000100000000"),
+    ],
+)
+def test_wal_missing_from_the_archive_since_the_newest_backup_takes_a_differential_one(
+    backup_side, stop, segments, missing
+):
+    """A gap (WAL written while archive_mode was off reached no archive): a restore from the
+    newest backup would stop at it, so auto takes a backup however little WAL there is."""
+    backup_side.kind = "auto"
+    described = json.loads(backups(("full", 2)))
+    described[0]["backup"][0]["archive"]["stop"] = segment_name(stop)
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=json.dumps(described).encode())
+    backup_side.runner.on(lists_archive, stdout=wal_listing(*((n, 1024) for n in segments)))
+    kind, why = backup_side.auto_kind(AUTO_NOW)
+    if missing:
+        assert kind == "diff"
+        assert why == (
+            f"the archive misses WAL after backup 0F (segment {missing} is in no archive of the repository, written "
+            "while archiving was off?): a restore from that backup would stop there"
+        )
+    else:
+        assert kind is None and why.startswith("the archive holds 2.0KB of WAL since backup 0F, 0.0 % of")
+    (asked,) = [call.argv for call in backup_side.runner.calls if asks_segment_size(call)]
+    assert asked[:4] == ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "error"),
+    [
+        ({"fail": 2, "stderr": "psql: error: connection refused"}, Exit.DB_UNAVAILABLE,
+         "cannot ask the cluster (port 5432) its WAL segment size (runuser failed (exit code 2): psql: error: "
+         "connection refused), so no backup was taken"),
+        ({"stdout": b"16MB\n"}, Exit.INTERNAL, "the cluster's WAL segment size is unreadable, so no backup was taken"),
+        ({"stdout": b"1000\n"}, Exit.INTERNAL, "the cluster's WAL segment size is unreadable, so no backup was taken"),
+    ],
+)  # fmt: skip
+def test_a_segment_size_that_cannot_be_read_takes_no_backup(backup_side, answer, code, error, monkeypatch):
+    monkeypatch.setattr(pitr.time, "time", lambda: AUTO_NOW)
+    backup_side.kind = "auto"
+    backup_side.runner.rules.clear()
+    backup_side.runner.on(asks_segment_size, **answer)
+    backup_side.runner.on(lambda call: call.argv[-1] == "info", stdout=backups(("full", 2)))
+    backup_side.runner.on(lists_archive, stdout=wal_listing((1, 1024)))
+    assert backup_side.handle(pitr.ASK_BACKUP, pitr.Served(), None)["failed"] == {"code": code, "message": error}
+    assert [c for c in backup_side.runner.calls if c.argv[-1] == "backup"] == []
 
 
 def test_a_night_without_a_backup_says_why_and_reports_the_newest_one(backup_side, monkeypatch):
@@ -882,7 +942,13 @@ def backup_side():
     )
     side = pitr.BackupSide(root, "diff")
     side.runner, side.said = runner, said
+    # The cluster's WAL segment size, PostgreSQL's default, when auto asks it.
+    runner.on(asks_segment_size, stdout=b"16777216\n")
     return side
+
+
+def asks_segment_size(call):
+    return "wal_segment_size" in call.argv[-1]
 
 
 def test_the_backup_runs_as_postgres_and_reports_the_newest_backup(backup_side):

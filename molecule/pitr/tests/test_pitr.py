@@ -680,6 +680,12 @@ def test_the_role_never_restarts_postgresql_it_may_not_restart(host, variables):
     pgbackrest(host, "check")
     # What was written while archive_mode was off is in no archive: a restore from an older
     # backup stops there. The role README's step after such a gap, a backup at once (the drill,
-    # next, rebuilds this server from the newest one).
+    # next, rebuilds this server from the newest one): auto sees the gap and takes one in each
+    # repository, however little WAL there is.
+    before = info(host)["backup"]
     after_gap = host.run(f"{ENGINE_BIN}/pitr_backup_db.sh </dev/null")
     assert after_gap.rc == 0, after_gap.stderr
+    log = last_log_lines(host, "pitr_backup_db", 8)
+    assert "pgBackRest takes a diff backup of the cluster (stanza main): the archive misses WAL after backup " in log
+    assert "(stanza main, off-site repository 2): the archive misses WAL after backup " in log, log
+    assert len(info(host)["backup"]) == len(before) + 2
