@@ -893,9 +893,10 @@ class BackupSide(OneRequest):
             return int(name[8:16], 16) * per_log + int(name[16:24], 16)
 
         held = {number(name) for name in names}
+        timeline = max(names)[:8]  # the newest segment's, where the gap is named
         for wanted in range(number(stop) + 1, max(held)):
             if wanted not in held:
-                return f"{stop[:8]}{wanted // per_log:08X}{wanted % per_log:08X}"
+                return f"{timeline}{wanted // per_log:08X}{wanted % per_log:08X}"
         return ""
 
     def wal_segment_size(self):
