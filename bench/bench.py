@@ -919,8 +919,9 @@ def pitr(args):
         server.sql("SELECT pg_switch_wal()", database="postgres")
         wait_archived(server, segment)
         after = local_backups(server)
-        # auto takes no backup on a night whose WAL is small beside the cluster.
-        newest = after[-1]["type"] if len(after) > len(held) else "none"
+        # auto takes no backup on a night whose WAL is small beside the cluster. (Not by count:
+        # a new full backup retires the oldest.)
+        newest = after[-1]["type"] if after[-1]["label"] != held[-1]["label"] else "none"
         nights.append({"night": night, "backup_wall_s": result["wall_s"], "kind": newest, **repository_bytes(server)})
         log(f"pitr night {night}: {newest} backup {result['wall_s']:.1f} s, repository {nights[-1]}")
     out["nights"] = {"pattern": args.pattern, "change_pct": args.change_pct, "list": nights}
