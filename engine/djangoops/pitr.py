@@ -865,8 +865,8 @@ class BackupSide(OneRequest):
                 Exit.DUMP_FAILED,
                 f"pgBackRest's description of the newest backup names no WAL or size ({exc}), so no backup was taken",
             ) from None
-        wal, numbers = self.archived_since(repo, stop)
-        missing = self.first_missing(stop, numbers)
+        wal, names = self.archived_since(repo, stop)
+        missing = self.first_missing(stop, names)
         if missing:
             return (
                 "diff",
