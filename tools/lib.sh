@@ -337,11 +337,13 @@ in_controller() {
     [[ -z ${!name+set} ]] || env+=(--env "$name=${!name}")
   done
   # ansible-test keeps its pip bootstrap and sanity virtualenvs in ~/.ansible/test:
-  # kept between runs, as on the host.
-  mkdir -p "$CACHE/controller-ansible-test"
+  # kept between runs and between checkouts, as the host's own ~/.ansible/test is
+  # (building them took 100 s of each fresh clone's run), one directory a core.
+  local cache=~/.ansible/test-controller-$CONTROLLER_CORE
+  mkdir -p "$cache"
   docker run --rm --init --network host \
     --volume /var/run/docker.sock:/var/run/docker.sock --volume "$ROOT:$ROOT" --workdir "$ROOT" \
-    --volume "$CACHE/controller-ansible-test:/root/.ansible/test" \
+    --volume "$cache:/root/.ansible/test" \
     "${env[@]}" "$CONTROLLER_IMAGE" "$@"
 }
 
