@@ -831,8 +831,8 @@ class BackupSide(OneRequest):
         older than full_every_days (less an hour, so that a daily run at a set time
         does not slip a day). Between full backups, a differential one once the WAL
         archived since REPO's newest backup has grown to diff_after_wal_percent of
-        the cluster's size (0: every run), so that a restore never replays more
-        than that, or at once when the archive misses a segment since that backup
+        the cluster's size as stored (0: every run), which bounds what a restore
+        replays (compressed: the WAL itself is larger), or at once when the archive misses a segment since that backup
         (a gap: a restore from it would stop there); otherwise none: the archive
         already holds the changes, and a differential backup would copy every
         changed table file whole again."""
