@@ -23,7 +23,17 @@ CONFIG_ROOT = "/etc/djangoops"
 def _commands():
     # Imported here, once the process runs as the project user, and only the
     # one command that runs.
-    from .commands import backup, jobs, listing, offsite_commands, pitr_backup, pitr_check, restore, verify
+    from .commands import (
+        backup,
+        jobs,
+        listing,
+        offsite_commands,
+        pitr_archive,
+        pitr_backup,
+        pitr_check,
+        restore,
+        verify,
+    )
 
     return {
         "backup_db": backup.main,
@@ -35,6 +45,7 @@ def _commands():
         "check_offsite": offsite_commands.check,
         "pitr_backup_db": pitr_backup.main,
         "pitr_check_db": pitr_check.main,
+        "pitr_archive_db": pitr_archive.main,
         None: jobs.main,  # any other name: a scheduled job of jobs.json
     }
 
@@ -62,6 +73,9 @@ def main(argv, engine_dir):
         if privileges.is_root() and script == "verify_db" and os.path.isfile(os.path.join(config_dir, "pitr.json")):
             # With db_backup_pitr: the root side verifies pgBackRest's repository after the test restore.
             return pitr.pitr_verify(project, config_dir, argv[1:], child)
+        if privileges.is_root() and script == "pitr_archive_db":
+            # The root side closes, copies and pushes MariaDB's binary logs; the child logs and reports.
+            return pitr.pitr_archive(project, config_dir, argv[1:], child)
         if privileges.is_root() and script == "pitr_check_db":
             # The root side reads the cluster's archiver and the repository; the child judges and reports.
             return pitr.pitr_check(project, config_dir, argv[1:], child)

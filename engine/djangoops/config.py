@@ -69,6 +69,34 @@ class Pitr:
     max_archive_lag: int = 300
     repositories: tuple[int, ...] = (1,)
     diff_after_wal_percent: int = 50
+    engine: str = "postgresql"
+
+
+@dataclass(frozen=True)
+class BinlogRepository:
+    name: str  # "local" (the first), or "offsite"
+    url: str  # restic's repository: a path, or s3:https://HOST:PORT/BUCKET/PATH (no secret in it)
+    region: str = ""  # the bucket's region (restic reads it from its environment)
+    ca_file: str = ""  # the bucket's CA, "" for the system's
+
+
+@dataclass(frozen=True)
+class MariaPitr:
+    """pitr.json on MariaDB: binary logs and mariadb-backup's bases in restic
+    repositories (pitr_mariadb)."""
+
+    stanza: str
+    socket: str
+    spool_dir: str
+    password_file: str
+    s3_keys_file: str  # "" without an S3 repository
+    repositories: tuple[BinlogRepository, ...]
+    scratch_dir: str = "/var/lib/djangoops-pitr/scratch"
+    scratch_port: int = 5499
+    archive_timeout: int = 60
+    max_archive_lag: int = 300
+    keep_full: int = 2
+    engine: str = "mysql"
 
 
 @dataclass(frozen=True)
@@ -256,7 +284,8 @@ def load_database(path):
 
 def load_pitr(path):
     """Point-in-time recovery's values, pitr.json (role db_backup, with
-    db_backup_pitr; root's alone, read by restore_db.sh --to-time as root):
+    db_backup_pitr; root's alone, read by restore_db.sh --to-time as root).
+    With "engine": "mysql", MariaDB's (load_mariadb_pitr); otherwise PostgreSQL's:
 
     stanza: str, the pgBackRest stanza of the cluster that holds the database
     pg_bin: str, absolute path of the cluster's version's programs (pg_ctl)
@@ -274,7 +303,12 @@ def load_pitr(path):
         differential backup once the WAL archived since a repository's newest backup has grown to
         this share of the cluster's size, and none before (0: a differential one every run)
     """
-    values = _Object(_file(path), read_values(path))
+    data = read_values(path)
+    if isinstance(data, dict) and data.get("engine") == "mysql":
+        return load_mariadb_pitr(path, data)
+    values = _Object(_file(path), data)
+    if "engine" in data:
+        values.choice("engine", ("postgresql", "mysql"))
     pitr = Pitr(
         stanza=values.string("stanza", rule=STANZA_NAME),
         pg_bin=values.string("pg_bin", rule=PLAIN_PATH),
@@ -291,6 +325,65 @@ def load_pitr(path):
         values.fail("repositories", "must list the local repository 1 first, each repository once")
     if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 4 for r in pitr.repositories):
         values.fail("repositories", "must hold numbers from 1 to 4")
+    if pitr.scratch_dir.rstrip("/").count("/") < 2:
+        values.fail("scratch_dir", "is too close to / for a directory the restore removes")
+    values.finish()
+    return pitr
+
+
+def load_mariadb_pitr(path, data):
+    """MariaDB's point-in-time recovery values (pitr.json with "engine": "mysql"):
+
+    stanza: str, the name the server's snapshots carry in each repository (restic's host)
+    socket: str, absolute path of the live server's socket (root connects by unix_socket)
+    spool_dir: str, root's directory of the binary logs archived and the bases' catalogue
+    password_file: str, root's 0600 file of the repositories' password
+    s3_keys_file: str, root's 0600 JSON file {"access_key_id", "secret_access_key"}, or ""
+    repositories: list of {"name": "local"|"offsite", "url", "region", "ca_file"}, local first
+    archive_timeout: int 1-60, seconds between two passes of pitr_archive_db.sh
+    max_archive_lag: int 60-86400, seconds a write may wait to be archived before pitr_check_db.sh fails
+    keep_full: int 1-100, how many bases each repository keeps
+    scratch_dir: str, where restore_db.sh --to-time starts a server of its own, removed after
+    scratch_port: int 1-65535, the port that server listens on (127.0.0.1)
+    """
+    values = _Object(_file(path), data)
+    values.choice("engine", ("mysql",))
+    repositories = []
+    for index, item in enumerate(values.list("repositories")):
+        repo = _Object(values.file, item, f"repositories[{index}].", "an object")
+        repositories.append(
+            BinlogRepository(
+                name=repo.choice("name", ("local", "offsite")),
+                url=repo.string("url", empty=False),
+                region=repo.string("region") if "region" in repo.data else "",
+                ca_file=repo.path("ca_file", empty=True) if "ca_file" in repo.data else "",
+            )
+        )
+        repo.finish()
+    pitr = MariaPitr(
+        stanza=values.string("stanza", rule=STANZA_NAME),
+        socket=values.path("socket"),
+        spool_dir=values.string("spool_dir", rule=PLAIN_PATH),
+        password_file=values.path("password_file"),
+        s3_keys_file=values.path("s3_keys_file", empty=True),
+        repositories=tuple(repositories),
+        scratch_dir=values.string("scratch_dir", rule=PLAIN_PATH),
+        scratch_port=values.number("scratch_port", 1, 65535),
+        archive_timeout=values.number("archive_timeout", 1, 60),
+        max_archive_lag=values.number("max_archive_lag", 60, 86400),
+        keep_full=values.number("keep_full", 1, 100),
+    )
+    names = [repo.name for repo in pitr.repositories]
+    if not names or names[0] != "local" or len(set(names)) != len(names):
+        values.fail("repositories", "must list the local repository first, each repository once")
+    if pitr.repositories[0].url != os.path.normpath(pitr.repositories[0].url) or not os.path.isabs(
+        pitr.repositories[0].url
+    ):
+        values.fail("repositories", "must give the local repository as an absolute path")
+    if any(repo.url.startswith("s3:") for repo in pitr.repositories) and not pitr.s3_keys_file:
+        values.fail("s3_keys_file", "must name the bucket's keys for an S3 repository")
+    if pitr.spool_dir.rstrip("/").count("/") < 2:
+        values.fail("spool_dir", "is too close to / for a directory the archive prunes")
     if pitr.scratch_dir.rstrip("/").count("/") < 2:
         values.fail("scratch_dir", "is too close to / for a directory the restore removes")
     values.finish()

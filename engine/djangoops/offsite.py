@@ -856,7 +856,7 @@ class Offsite:
                 if failed.returncode == 3:
                     # restic stored a snapshot without all of the set: it must
                     # not count as the set's copy.
-                    snapshot_id = _summary(_tail(output)).get("snapshot_id")
+                    snapshot_id = backup_summary(_tail(output)).get("snapshot_id")
                     if isinstance(snapshot_id, str) and snapshot_id:
                         self._record_incomplete(repo, snapshot_id)
                     raise RepositoryError(
@@ -1187,7 +1187,7 @@ def _tail(path):
     return data.decode("utf-8", "replace")
 
 
-def _summary(output):
+def backup_summary(output):
     """The last summary line of `restic backup --json` OUTPUT, {} when there is none."""
     for line in reversed(output.splitlines()):
         try:
@@ -1202,5 +1202,5 @@ def _summary(output):
 def _data_added(output):
     """The bytes a push added after deduplication: data_added of restic's
     summary line, 0 when there is none."""
-    added = _summary(output).get("data_added", 0)
+    added = backup_summary(output).get("data_added", 0)
     return added if isinstance(added, int) and not isinstance(added, bool) else 0

@@ -49,6 +49,7 @@ ASK_REMOVE = '{"ask": "remove"}'
 ASK_BACKUP = '{"ask": "backup"}'
 ASK_STATUS = '{"ask": "status"}'
 ASK_VERIFY = '{"ask": "verify"}'
+ASK_ARCHIVE = '{"ask": "archive"}'
 VERIFY_TIMEOUT = 24 * 3600  # pgBackRest reading back the whole repository
 BACKUP_TYPES = ("auto", "full", "diff", "incr")
 BACKUP_TIMEOUT = 24 * 3600
@@ -124,16 +125,20 @@ class Channel:
         self.write_fd = write_fd
 
     @classmethod
-    def for_command(cls, database, command, why):
+    def for_command(cls, database, command, why, engines=("postgresql", "mysql")):
         """The channel of COMMAND (e.g. "pitr_check_db.sh"), a command that only
-        runs with its root side on PostgreSQL: Failure(CONFIG) for another
+        runs with its root side, on ENGINES: Failure(CONFIG) for another
         engine, or when it was not started as root (WHY: what root has that the
         command needs)."""
-        if database.engine != "postgresql":
+        if database.engine not in engines:
+            needs = (
+                "PostgreSQL with db_backup_pitr (pgBackRest)"
+                if engines == ("postgresql",)
+                else ("MariaDB with db_backup_pitr" if engines == ("mysql",) else "db_backup_pitr")
+            )
             raise Failure(
                 Exit.CONFIG,
-                f"{command} needs PostgreSQL with db_backup_pitr (pgBackRest); this project's database is "
-                f"{database.engine}",
+                f"{command} needs {needs}; this project's database is {database.engine}",
             )
         channel = cls.from_environment()
         if channel is None:
@@ -309,19 +314,25 @@ class Scratch:
 
     def prepare(self):
         """TOP made afresh, with its marker, configuration and directories."""
+        self.make_top("cluster")
+        self.configure()
+        os.chmod(self.top, 0o755)
+
+    def make_top(self, what):
+        """TOP made afresh (whatever an earlier run left removed), root's and
+        closed until it is complete, with its marker, the data directory and
+        the socket's, the server's account's (self.postgres: its ids)."""
         self.check_parents()
         self.remove()
         os.makedirs(os.path.dirname(self.top), mode=0o755, exist_ok=True)
         self.check_parents()
         os.mkdir(self.top, 0o700)
-        self.write(self.MARKER, "restore_db.sh --to-time: a scratch cluster, removed when the restore ends\n", 0o644)
+        self.write(self.MARKER, f"restore_db.sh --to-time: a scratch {what}, removed when the restore ends\n", 0o644)
         os.mkdir(self.data, 0o700)
         os.chown(self.data, *self.postgres, follow_symlinks=False)
         os.mkdir(self.socket_dir, 0o750)
         os.chown(self.socket_dir, self.postgres[0], self.group_id, follow_symlinks=False)
         os.chmod(self.socket_dir, 0o750, follow_symlinks=False)
-        self.configure()
-        os.chmod(self.top, 0o755)
 
     def write(self, name, text, mode, group=None):
         """A file of root's in TOP (GROUP: its group, readable by it)."""
@@ -526,11 +537,12 @@ def build(scratch, target, clock=time.monotonic):
     last = scratch.wait_promoted()
     took = clock() - started
     scratch.say(
-        f"the scratch cluster is recovered to {target} in {took:.0f} s"
-        + (f" (its last replayed commit: {last})" if last else "")
+        f"the scratch {'server' if scratch.settings.engine == 'mysql' else 'cluster'} is recovered to {target} in "
+        f"{took:.0f} s" + (f" (its last replayed commit: {last})" if last else "")
     )
     return {
         "socket_dir": scratch.socket_dir,
+        "socket": getattr(scratch, "socket", None),  # MariaDB's: the socket itself
         "port": scratch.settings.scratch_port,
         "target": target,
         "recovered_to": last,
@@ -587,27 +599,63 @@ def restore_to_time(project, config_dir, args, child_main):
     return supervise(project, config_dir, child_main, lambda root: ScratchSide(root.scratch(), target))
 
 
+def settings_of(config_dir):
+    return config.load_pitr(os.path.join(config_dir, "pitr.json"))
+
+
 def pitr_backup(project, config_dir, args, child_main):
-    """pitr_backup_db.sh started as root: take the pgBackRest backup when the
-    child (which logs it, writes its metrics and pings) asks."""
+    """pitr_backup_db.sh started as root: take the pgBackRest backup (on
+    MariaDB, mariadb-backup's base) when the child (which logs it, writes its
+    metrics and pings) asks."""
     kind = backup_type(args)
-    return supervise(project, config_dir, child_main, lambda root: BackupSide(root, kind))
+    settings = settings_of(config_dir)
+    if settings.engine == "mysql":
+        from . import pitr_mariadb
+
+        if kind not in ("auto", "full"):
+            raise Failure(Exit.USAGE, f"--type {kind}: on MariaDB every base is a full one (auto or full)")
+        return supervise(project, config_dir, child_main, pitr_mariadb.BaseSide, settings)
+    return supervise(project, config_dir, child_main, lambda root: BackupSide(root, kind), settings)
+
+
+def pitr_archive(project, config_dir, args, child_main):
+    """pitr_archive_db.sh started as root (MariaDB): archive the binary logs,
+    pass after pass through the minute, when the child asks."""
+    once = "--once" in args  # the child reads the others (--quiet) itself
+    settings = settings_of(config_dir)
+    if settings.engine != "mysql":
+        raise Failure(
+            Exit.CONFIG, "pitr_archive_db.sh archives MariaDB's binary logs; PostgreSQL's archive_command sends its WAL"
+        )
+    from . import pitr_mariadb
+
+    return supervise(project, config_dir, child_main, lambda root: pitr_mariadb.ArchiveSide(root, once=once), settings)
 
 
 def pitr_check(project, config_dir, args, child_main):
     """pitr_check_db.sh started as root: read how archiving goes (the live
-    cluster's pg_stat_archiver, as postgres) and what the repository holds
-    (pgBackRest's info) when the child, which judges, logs, writes the
-    metrics and pings, asks."""
+    cluster's pg_stat_archiver, as postgres; on MariaDB the archiver's state)
+    and what the repository holds when the child, which judges, logs, writes
+    the metrics and pings, asks."""
     del args  # the child reads its options (--quiet) itself
-    return supervise(project, config_dir, child_main, StatusSide)
+    settings = settings_of(config_dir)
+    if settings.engine == "mysql":
+        from . import pitr_mariadb
+
+        return supervise(project, config_dir, child_main, pitr_mariadb.StatusSide, settings)
+    return supervise(project, config_dir, child_main, StatusSide, settings)
 
 
 def pitr_verify(project, config_dir, args, child_main):
     """verify_db.sh started as root with db_backup_pitr: once the child has
     test-restored its dump, pgBackRest verifies the stanza's repository."""
     del args  # the child reads its own
-    return supervise(project, config_dir, child_main, VerifySide)
+    settings = settings_of(config_dir)
+    if settings.engine == "mysql":
+        from . import pitr_mariadb
+
+        return supervise(project, config_dir, child_main, pitr_mariadb.VerifySide, settings)
+    return supervise(project, config_dir, child_main, VerifySide, settings)
 
 
 def backup_type(args):
@@ -622,17 +670,19 @@ def backup_type(args):
     return kind
 
 
-def supervise(project, config_dir, child_main, make_side):
+def supervise(project, config_dir, child_main, make_side, settings=None):
     """Fork the child that becomes the project user and runs CHILD_MAIN() (its
     exit code), and answer its requests as root with MAKE_SIDE(Root) (a side:
     handle(request, served, send) and cleanup(served)) until it has ended.
-    Returns the child's exit code."""
-    settings = config.load_pitr(os.path.join(config_dir, "pitr.json"))
+    SETTINGS: pitr.json's values, read here when not given. Returns the
+    child's exit code."""
+    settings = settings_of(config_dir) if settings is None else settings
+    account = "mysql" if settings.engine == "mysql" else "postgres"
     try:
-        entry = pwd.getpwnam("postgres")
+        entry = pwd.getpwnam(account)
         group_id = grp.getgrnam(project.group).gr_gid if project.group else pwd.getpwnam(project.user).pw_gid
     except KeyError as exc:
-        raise Failure(Exit.CONFIG, f"no such account or group: {exc} (postgres, or the project's)") from None
+        raise Failure(Exit.CONFIG, f"no such account or group: {exc} ({account}, or the project's)") from None
     os.umask(0o022)
     to_child_r, to_child_w = os.pipe()
     to_root_r, to_root_w = os.pipe()
@@ -724,6 +774,10 @@ class Root:
         self.say = say
 
     def scratch(self):
+        if self.settings.engine == "mysql":
+            from . import pitr_mariadb
+
+            return pitr_mariadb.MariaScratch(self.runner, self.settings, self.group_id, self.postgres, self.say)
         return Scratch(self.runner, self.settings, self.group_id, self.postgres, self.say)
 
 

@@ -1337,3 +1337,25 @@ def test_command_failed_is_never_leaked():
                 call()
             except CommandFailed:  # pragma: no cover - what must not happen
                 pytest.fail("CommandFailed escaped")
+
+
+@pytest.mark.parametrize(
+    ("live_host", "where"),
+    [
+        ("", ["--protocol=SOCKET", "--socket=/var/lib/djangoops-pitr/shop/run/mysqld.sock"]),
+        ("localhost", ["--protocol=SOCKET", "--socket=/var/lib/djangoops-pitr/shop/run/mysqld.sock"]),
+        ("127.0.0.1", ["--protocol=TCP", "--host=127.0.0.1", "--port=5499"]),
+    ],
+)
+def test_a_scratch_server_is_reached_the_way_the_live_one_is(live_host, where):
+    """restore_db.sh --to-time dumps from the scratch server as the site's own account, which
+    matches there as on the live server: by the socket when the site uses it, else by TCP on
+    the loopback. The options follow the credentials file, so they win over its host and port."""
+    engine, fake = make(host=live_host)
+    scratch = engine.elsewhere("/var/lib/djangoops-pitr/shop/run/mysqld.sock", "5499")
+    scratch.check_connection()
+    dump = scratch.dump_stage(LIVE).argv
+    for argv in (fake.calls[0].argv, dump):
+        index = argv.index("--defaults-extra-file=/run/djangoops/client")
+        assert argv[index + 1 : index + 1 + len(where)] == where
+    assert engine.dump_stage(LIVE).argv[2] != where[0]  # the live engine is unchanged

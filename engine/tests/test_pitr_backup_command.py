@@ -96,8 +96,26 @@ def test_refusals_ask_nothing(cmd, args, code, error):
     assert cmd.fake.calls == []
 
 
-def test_mariadb_is_refused(cmd, root_side):
+def test_a_mariadb_base_is_logged_and_measured(cmd, root_side):
     cmd.write_database(engine="mysql")
-    assert root_side.run("--type", "full") == Exit.CONFIG
-    assert "needs PostgreSQL with db_backup_pitr" in cmd.lines("ERROR", "pitr_backup_db")[0]
-    assert root_side.asked() == ""
+    base = {"label": "20261207T013000Z", "seconds": 4.5, "file": "mysql-bin.000012", "position": 1608}
+    base.update(gtid="0-1-7", stream_bytes=80 << 20, added_bytes=2 << 20, copied_to=["offsite"], bases=2)
+    root_side.messages = [{"done": base}]
+    assert root_side.run("--type", "full") == Exit.OK
+    assert root_side.asked() == pitr.ASK_BACKUP + "\n"
+    assert cmd.lines("INFO", "pitr_backup_db")[0] == (
+        "mariadb-backup base 20261207T013000Z in 4.5 s at mysql-bin.000012:1608 (GTID 0-1-7): the stream held 80MB, "
+        "the local repository took 2.0MB more; copied to offsite; 2 bases kept"
+    )
+    assert cmd.metric("pitr_backup_database_bytes", "pitr_backup_db") == str(80 << 20)
+    assert cmd.metric("pitr_backup_repository_bytes", "pitr_backup_db") == str(2 << 20)
+    assert cmd.metric("pitr_backup_taken", "pitr_backup_db") == "1"
+
+
+def test_another_engine_is_refused():
+    """Only the two engines have a root side; a third is refused before anything is asked."""
+    from djangoops.errors import Failure
+
+    database = type("D", (), {"engine": "sqlite"})()
+    with pytest.raises(Failure, match="needs db_backup_pitr; this project's database is sqlite"):
+        pitr.Channel.for_command(database, "pitr_backup_db.sh", "why")

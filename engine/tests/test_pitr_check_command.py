@@ -201,8 +201,67 @@ def test_without_the_root_side_nothing_is_asked(cmd):
     assert cmd.fake.calls == []
 
 
-def test_mariadb_is_refused(cmd, root_side):
+def test_mariadb_status_is_judged_and_measured(cmd, root_side):
     cmd.write_database(engine="mysql")
-    assert root_side.run() == Exit.CONFIG
-    assert "needs PostgreSQL with db_backup_pitr" in cmd.lines("ERROR", "pitr_check_db")[0]
-    assert root_side.asked() == ""
+    root_side.messages = [{"status": {**MARIADB_STATUS, "now": 1796000030.0}}]
+    assert root_side.run() == Exit.OK
+    assert root_side.asked() == pitr.ASK_STATUS + "\n"
+    assert cmd.lines("INFO", "pitr_check_db")[0].startswith("archiving keeps up: every repository holds")
+    assert metric(cmd, "pitr_archive_lag_seconds") == "10.0"
+
+
+# --- MariaDB ---------------------------------------------------------------------------------
+
+MARIADB = MARIADB_STATUS = {
+    "engine": "mysql",
+    "now": 1796000030.0,
+    "log_bin": True,
+    "binlog_format": "ROW",
+    "timeline": "20261207T000000Z",
+    "last_file": "mysql-bin.000009",
+    "repositories": {
+        "local": {"through": 1796000025.0, "error": ""},
+        "offsite": {"through": 1796000020.0, "error": ""},
+    },
+    "gap": None,
+    "bases": [{"label": "20261207T013000Z", "ended_at": 1795990000.0, "timeline": "20261207T000000Z"}],
+    "max_archive_lag": 300,
+}
+
+
+def mariadb(**changes):
+    changed = copy.deepcopy(MARIADB)
+    changed.update(changes)
+    return changed
+
+
+def test_mariadb_keeping_up_is_judged_by_its_oldest_repository():
+    verdict = pitr_check.judge_mariadb(mariadb(), 300)
+    assert verdict.problems == []
+    assert verdict.metrics["pitr_archive_lag_seconds"] == 10.0
+    assert verdict.metrics["pitr_restorable_timestamp_seconds"] == 1796000020.0
+    assert verdict.metrics["pitr_backups"] == 1
+    assert verdict.summary.startswith("archiving keeps up: every repository holds the writes up to")
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"log_bin": False}, "the server's binary log is off (log_bin)"),
+        ({"binlog_format": "MIXED"}, "binlog_format MIXED, not ROW"),
+        (
+            {"repositories": {"local": {"through": 1796000025.0, "error": ""}, "offsite": {"through": 1795999000.0}}},
+            "archiving lags: the offsite repository holds the writes up to",
+        ),
+        ({"repositories": {"local": {}}}, "nothing has been archived yet"),
+        (
+            {"repositories": {"local": {"through": 1796000025.0, "error": "restic backup in the local repository"}}},
+            "archiving into the local repository fails: restic backup",
+        ),
+        ({"gap": {"after": "mysql-bin.000002"}}, "the archive misses binary logs after mysql-bin.000002"),
+        ({"timeline": "20261208T000000Z"}, "no base of the archive's current timeline"),
+    ],
+)
+def test_mariadb_problems_are_named(changes, problem):
+    verdict = pitr_check.judge_mariadb(mariadb(**changes), 300)
+    assert any(problem in p for p in verdict.problems), verdict.problems

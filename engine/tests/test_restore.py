@@ -1717,9 +1717,12 @@ def test_to_time_refuses_a_cluster_recovered_to_another_moment(env, root_side):
     assert_live_untouched(env)
 
 
-def test_to_time_needs_postgresql(env, root_side):
+def test_to_time_on_mariadb_takes_the_database_from_the_scratch_servers_socket(env, root_side):
+    """On MariaDB the root side answers with the scratch server's socket itself; the
+    restore goes on as on PostgreSQL."""
     env.database = dataclasses.replace(env.database, engine="mysql")
-    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.CONFIG
-    assert "--to-time needs PostgreSQL with db_backup_pitr" in env.messages("ERROR")[0]
-    assert root_side.asked() == ""
-    assert_live_untouched(env)
+    socket = "/var/lib/djangoops-pitr/shop/run/mysqld.sock"
+    root_side.messages = [{"ready": {**READY, "socket": socket}}, {"removed": True}]
+    assert root_side.run("--to-time", MOMENT, "--yes") == Exit.OK
+    assert root_side.elsewhere == [(socket, "5499")]
+    assert "the server is recovered aside first" in " ".join(env.messages("INFO"))

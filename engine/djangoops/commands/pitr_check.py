@@ -31,7 +31,10 @@ def main(context, args):
     channel = pitr.Channel.for_command(database, "pitr_check_db.sh", "pgBackRest's repository is root's and postgres's")
     context.start_run(database.healthcheck_url("pitr_check_db"))
     status = channel.request(pitr.ASK_STATUS, "status", context.log, "reading how archiving goes")
-    verdict = judge(status, int(status["max_archive_lag"]))
+    if status.get("engine") == "mysql":
+        verdict = judge_mariadb(status, int(status["max_archive_lag"]))
+    else:
+        verdict = judge(status, int(status["max_archive_lag"]))
     context.extra_metrics.update(verdict.metrics)
     if verdict.problems:
         raise Failure(Exit.BAD_BACKUP, "; ".join(verdict.problems))
@@ -150,3 +153,69 @@ def format_lag(seconds):
     if not math.isfinite(seconds):
         return "unbounded"
     return f"{seconds:.0f} s"
+
+
+def judge_mariadb(status, max_lag):
+    """What MariaDB's STATUS (pitr_mariadb.StatusSide's answer) means: each
+    repository holds every write made before its "through" moment; the lag is
+    how long ago the oldest of them was."""
+    verdict = Verdict()
+    now = float(status["now"])
+    repositories = status.get("repositories") or {}
+    bases = status.get("bases") or []
+    timeline = status.get("timeline")
+    if not status.get("log_bin"):
+        verdict.problems.append(
+            "the server's binary log is off (log_bin): nothing is archived (it takes effect when MariaDB restarts)"
+        )
+    elif str(status.get("binlog_format")).upper() != "ROW":
+        verdict.problems.append(
+            f"the server logs in binlog_format {status.get('binlog_format')}, not ROW: a replay may differ"
+        )
+    throughs = {name: r.get("through") for name, r in repositories.items()}
+    oldest = min((float(t) if t is not None else 0.0 for t in throughs.values()), default=0.0)
+    lag = now - oldest if oldest else math.inf
+    failing = {name: r.get("error") for name, r in repositories.items() if r.get("error")}
+    for name, error in failing.items():
+        verdict.problems.append(f"archiving into the {name} repository fails: {error}")
+    if lag > max_lag:
+        verdict.problems.append(
+            "archiving lags: "
+            + (
+                f"the {min(throughs, key=lambda n: throughs[n] or 0)} repository holds the writes up to "
+                f"{moment(oldest)}, {format_lag(lag)} ago"
+                if oldest
+                else "nothing has been archived yet (is pitr_archive_db.sh scheduled?)"
+            )
+            + f" (db_backup_pitr_max_archive_lag {max_lag} s)"
+        )
+    gap = status.get("gap")
+    if gap:
+        verdict.problems.append(
+            f"the archive misses binary logs after {gap.get('after')} (purged before they were archived): take a "
+            "base (pitr_backup_db.sh)"
+        )
+    current = [b for b in bases if b.get("timeline") == timeline]
+    newest_backup = max((float(b.get("ended_at") or 0) for b in current), default=None)
+    if not current:
+        verdict.problems.append(
+            "no base of the archive's current timeline: nothing can be restored to a time until pitr_backup_db.sh "
+            "takes one"
+        )
+    restorable = max(oldest, newest_backup or 0.0) if newest_backup is not None and not gap else 0.0
+    verdict.metrics = {
+        "pitr_archive_lag_seconds": round(lag, 1) if math.isfinite(lag) else lag,
+        "pitr_archive_lag_allowed_seconds": max_lag,
+        "pitr_archived_timestamp_seconds": round(oldest, 3),
+        "pitr_archive_failing": 1 if failing else 0,
+        "pitr_restorable_timestamp_seconds": round(restorable, 3),
+        "pitr_backups": len(bases),
+        "pitr_newest_backup_timestamp_seconds": int(newest_backup or 0),
+    }
+    if not verdict.problems:
+        verdict.summary = (
+            f"archiving keeps up: every repository holds the writes up to {moment(oldest)} "
+            f"(lag {format_lag(lag)}, the newest binary log archived {status.get('last_file')}); restorable to "
+            f"{moment(restorable)}; {len(bases)} bases, the newest of {moment(newest_backup)}"
+        )
+    return verdict

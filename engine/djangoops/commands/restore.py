@@ -493,45 +493,41 @@ def _restore_to_time(context, options, database, offsite, engine, wait):
     the cluster aside; its database is dumped into a set of this run's own
     (a hidden directory in db_backups/, removed at the end), which goes live
     as any set does."""
-    if database.engine != "postgresql":
-        raise Failure(
-            Exit.CONFIG,
-            "--to-time needs PostgreSQL with db_backup_pitr (pgBackRest); this project's database is "
-            f"{database.engine}; nothing was changed",
-        )
     moment = pitr.utc_text(pitr.parse_time(options.to_time))
     channel = pitr.Channel.from_environment()
     if channel is None:
         raise Failure(
             Exit.CONFIG,
             "restore_db.sh --to-time must be started as root (sudo "
-            f"{os.path.join(context.engine_dir, 'bin', 'restore_db.sh')} --to-time ...): pgBackRest's repository "
-            "and its passphrase are root's and postgres's; nothing was changed",
+            f"{os.path.join(context.engine_dir, 'bin', 'restore_db.sh')} --to-time ...): the point-in-time "
+            "repository and its passphrase are root's; nothing was changed",
         )
     live = engine.connection.name
-    _announce(engine, f"what it held at {moment} (UTC), recovered aside from pgBackRest's repository")
+    where = "pgBackRest's repository" if database.engine == "postgresql" else "a base and the binary logs"
+    _announce(engine, f"what it held at {moment} (UTC), recovered aside from {where}")
     _confirm(options, engine)
     common.lock(context, wait)
     backup.remove_stale_partials(context)
-    context.log.info(f"restore to a time: {options.to_time!r} is {moment}; the cluster is recovered aside first")
+    server = "cluster" if database.engine == "postgresql" else "server"
+    context.log.info(f"restore to a time: {options.to_time!r} is {moment}; the {server} is recovered aside first")
     ready = channel.ask(context.log)
     try:
         if ready.get("target") != moment:
             raise Failure(
                 Exit.INTERNAL,
-                f'the cluster was recovered to {ready.get("target")}, not to {moment}; database "{live}" is unchanged',
+                f'the {server} was recovered to {ready.get("target")}, not to {moment}; database "{live}" is unchanged',
             )
         staging = os.path.join(context.project.backups_dir, f".pitr-{os.getpid()}.partial")
         os.mkdir(staging, 0o700)
         context.cleanup_on_exit(staging)
         try:
-            scratch = engine.elsewhere(str(ready["socket_dir"]), str(ready["port"]))
+            scratch = engine.elsewhere(str(ready.get("socket") or ready["socket_dir"]), str(ready["port"]))
             scratch.check_connection()
             name = backup.take(context, database, offsite, scratch, live, directory=staging, kind="pitr")
         except Failure as failure:
             raise Failure(
                 Exit.RESTORE_FAILED,
-                f'taking database "{live}" from the recovered cluster failed: {failure.message}; '
+                f'taking database "{live}" from the recovered {server} failed: {failure.message}; '
                 f'database "{live}" is unchanged',
             ) from None
     finally:

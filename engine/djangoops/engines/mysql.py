@@ -19,6 +19,8 @@ How the client is run:
 - Sessions use utf8mb4, so non-ASCII names and passwords arrive as they are.
 """
 
+import copy
+import dataclasses
 import os
 import re
 import shutil
@@ -142,6 +144,22 @@ class MySQL(Engine):
             mark = f"djangoops:{os.getpid()}:{command}"
         self.mark = mark
         self.lock_timeout = int(settings.db_lock_timeout)
+        # Where the client connects when it is not where the credentials file says (elsewhere()).
+        self.where: list[str] = []
+
+    def elsewhere(self, host, port):
+        """The same database, user and credentials file on a scratch server
+        beside the live one (a restore to a time): by its socket HOST (a path)
+        when the live server is reached by its socket, else by TCP on
+        127.0.0.1:PORT, as the site's account matches there. The options go
+        after --defaults-extra-file, so they win over the file's host and port."""
+        other = copy.copy(self)  # the same programs, mark and settings
+        other.connection = dataclasses.replace(self.connection, host=host, port=port)
+        if self.connection.host in ("", "localhost"):
+            other.where = ["--protocol=SOCKET", f"--socket={host}"]
+        else:
+            other.where = ["--protocol=TCP", "--host=127.0.0.1", f"--port={port}"]
+        return other
 
     # --- the client ---------------------------------------------------------------------------
 
@@ -157,6 +175,7 @@ class MySQL(Engine):
         argv = [
             self.client,
             f"--defaults-extra-file={self.connection.client_file}",
+            *self.where,
             "--batch",
             "--skip-column-names",
             "--comments",
@@ -367,6 +386,7 @@ class MySQL(Engine):
         argv = [
             self.dump_program,
             f"--defaults-extra-file={self.connection.client_file}",
+            *self.where,
             "--single-transaction",
             "--quick",
             "--routines",

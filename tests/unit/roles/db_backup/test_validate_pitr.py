@@ -24,6 +24,7 @@ GOOD = {
     "db_backup_pitr_cipher_pass": "a passphrase of twenty-some characters",
     # The default, as the role renders it for project shop (the cases' values are not templated).
     "db_backup_pitr_scratch_dir": "/var/lib/djangoops-pitr/shop",
+    "db_backup_pitr_repository_path": "/var/lib/pgbackrest",
 }
 S3 = {
     "endpoint": "s3.example.net",
@@ -44,7 +45,7 @@ CASES = {
     "s3_bucket": ({"db_backup_pitr_s3": {**S3, "bucket": "Shop_PITR"}}, "a bucket name S3 allows (got 'Shop_PITR')"),
     "s3_path": ({"db_backup_pitr_s3": {**S3, "path": "pgbackrest"}}, "(got 'pgbackrest')"),
     "off_ignores_the_rest": ({"db_backup_pitr": False, "db_backup_pitr_cipher_pass": ""}, None),
-    "mariadb": ({"db_backup_engine": "mysql"}, "db_backup_pitr needs db_backup_engine 'postgresql' (got 'mysql')"),
+    "mariadb": ({"db_backup_engine": "mysql", "db_backup_pitr_repository_path": "/var/lib/mariadb-pitr"}, None),
     "no_passphrase": ({"db_backup_pitr_cipher_pass": ""}, "db_backup_pitr_cipher_pass of at least 20 characters"),
     "short_passphrase": ({"db_backup_pitr_cipher_pass": "x" * 19}, "db_backup_pitr_cipher_pass of at least 20"),
     "stanza": ({"db_backup_pitr_stanza": "main; rm"}, "db_backup_pitr_stanza of letters, digits, '_' or '-' (got"),
