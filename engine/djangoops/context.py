@@ -58,6 +58,9 @@ class Context:
         )
         self.healthcheck_url = ""
         self.extra_metrics = {}
+        # A job that runs every minute and did nothing says nothing: its metrics and ping still
+        # tell that it ran (pitr_archive_db.sh on an idle server).
+        self.quiet_success = False
         self.extra_metric_labels = {}  # labels of those figures beside project and script (the engine)
         self.run_dir = None
         self.runner = None
@@ -135,7 +138,8 @@ class Context:
             self._signals.restore()
         if self._started_run:
             seconds = self.elapsed()
-            self.log.finished(code, seconds)
+            if code != 0 or not self.quiet_success:
+                self.log.finished(code, seconds)
             if self.project.metrics_dir:
                 warning = metrics.write_job_metrics(
                     self.project.metrics_dir,

@@ -704,7 +704,7 @@ class BaseSide(pitr.OneRequest):
 
 
 class ArchiveSide(pitr.OneRequest):
-    """pitr_archive_db.sh's root side: passes every archive_timeout seconds
+    """pitr_archive_db.sh's root side: a pass every half of archive_timeout
     until the minute is over (the next run starts then), once asked."""
 
     ask, answer = pitr.ASK_ARCHIVE, "archived"
@@ -721,7 +721,9 @@ class ArchiveSide(pitr.OneRequest):
         """{"passes", "skipped", "files", "bytes", "repositories" (the last
         pass's), "gap", "timeline", "asked_at"}."""
         archiver = Archiver(self.root.runner, self.root.settings)
-        period = self.root.settings.archive_timeout
+        # Half of archive_timeout: a write waits for the next pass, then for the push, and both
+        # together stay within archive_timeout.
+        period = max(1, self.root.settings.archive_timeout // 2)
         started = self.clock()
         summary = {"passes": 0, "skipped": 0, "files": [], "bytes": 0, "repositories": {}, "gap": None}
         next_pass = started
