@@ -15,7 +15,7 @@ import sys
 
 from . import config, pitr, privileges
 from .context import Context, run_command
-from .errors import Failure
+from .errors import Exit, Failure
 
 CONFIG_ROOT = "/etc/djangoops"
 
@@ -73,6 +73,10 @@ def main(argv, engine_dir):
         if privileges.is_root() and script == "verify_db" and os.path.isfile(os.path.join(config_dir, "pitr.json")):
             # With db_backup_pitr: the root side verifies pgBackRest's repository after the test restore.
             return pitr.pitr_verify(project, config_dir, argv[1:], child)
+        if script == "pitr_rebuild_db":
+            if not privileges.is_root():
+                raise Failure(Exit.CONFIG, "pitr_rebuild_db.sh runs as root only (recover.yml -e pitr=true)")
+            return pitr.pitr_rebuild(project, config_dir, argv[1:])
         if privileges.is_root() and script == "pitr_archive_db":
             # The root side closes, copies and pushes MariaDB's binary logs; the child logs and reports.
             return pitr.pitr_archive(project, config_dir, argv[1:], child)

@@ -632,6 +632,30 @@ def pitr_archive(project, config_dir, args, child_main):
     return supervise(project, config_dir, child_main, lambda root: pitr_mariadb.ArchiveSide(root, once=once), settings)
 
 
+def pitr_rebuild(project, config_dir, args):
+    """pitr_rebuild_db.sh DATADIR, as root only (recover.yml -e pitr=true on
+    MariaDB): this new server's MariaDB rebuilt from the bucket to the end of
+    its archive. No child: nothing of the project user's is read or written;
+    progress on stderr, the outcome as one JSON line on stdout."""
+    del project
+    settings = settings_of(config_dir)
+    if settings.engine != "mysql" or len(args) != 1 or not os.path.isabs(args[0]):
+        raise Failure(Exit.USAGE, "pitr_rebuild_db.sh DATADIR rebuilds a lost MariaDB server (db_backup_pitr)")
+    from . import pitr_mariadb
+
+    entry = pwd.getpwnam("mysql")
+    runner = Runner(env={"PATH": PATH, "LC_ALL": "C.UTF-8"})
+    try:
+        scratch = pitr_mariadb.MariaScratch(
+            runner, settings, entry.pw_gid, (entry.pw_uid, entry.pw_gid), lambda text: print(text, file=sys.stderr)
+        )
+        done = scratch.rebuild(args[0])
+    finally:
+        runner.close()
+    print(json.dumps(done))
+    return 0
+
+
 def pitr_check(project, config_dir, args, child_main):
     """pitr_check_db.sh started as root: read how archiving goes (the live
     cluster's pg_stat_archiver, as postgres; on MariaDB the archiver's state)

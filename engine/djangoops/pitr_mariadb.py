@@ -41,7 +41,7 @@ import time
 
 from . import config, pitr
 from .errors import Exit, Failure
-from .offsite import backup_summary
+from .offsite import backup_summary, snapshot_epoch
 from .runner import CAPTURE, DEVNULL, CommandFailed, Stage
 
 # A binary log's name, as SHOW BINARY LOGS lists it: the base name, then the number.
@@ -179,6 +179,14 @@ class Restic:
                 f"restic's list of snapshots in the {repo.name} repository is not a list",
             )
         return [item for item in listed if isinstance(item, dict)]
+
+
+def older(snapshot, moment):
+    """Whether restic's SNAPSHOT was taken before MOMENT (epoch; 0: never)."""
+    try:
+        return bool(moment) and snapshot_epoch(str(snapshot.get("time"))) < moment
+    except ValueError:
+        return False
 
 
 def label_of(snapshot):
@@ -631,9 +639,13 @@ class Base:
 
     def retain(self, everywhere):
         """Keep the newest keep_full bases of the catalogue, and the logs from
-        the oldest kept one on; forget the rest in every repository (only in
-        the local one unless EVERYWHERE: a bucket that missed the new base
-        keeps its older ones). Returns how many bases are kept."""
+        the oldest kept one on; forget in every repository (only in the local
+        one unless EVERYWHERE: a bucket that missed the new base keeps its
+        older ones) the bases the catalogue retired, and, once it holds
+        keep_full, the others older than its oldest (a lost server's, which
+        this one was rebuilt from), as pgBackRest retires a former timeline's.
+        A base of another name newer than that is left alone. Returns how many
+        bases are kept."""
         if not self.spool.lock(wait=LOCK_WAIT):
             self.say(f"retention skipped: {self.spool.dir}/.lock is held")
             return len(self.spool.bases())
@@ -645,14 +657,17 @@ class Base:
             self.prune_spool(keep[0])
             state = self.spool.state()
             state["version"] = int(state.get("version", 0)) + 1
+            retired = [*state.get("retired", []), *(b["label"] for b in bases if b["label"] not in labels)][-1000:]
+            state["retired"] = retired
             self.spool.save_state(state)
+            oldest = float(keep[0].get("ended_at") or 0) if len(keep) >= self.settings.keep_full else 0.0
             repos = self.settings.repositories if everywhere else self.settings.repositories[:1]
             for repo in repos:
                 try:
                     stale = [
                         s["id"]
                         for s in self.restic.snapshots(repo, "base")
-                        if s.get("id") and label_of(s) not in labels
+                        if s.get("id") and label_of(s) not in labels and (label_of(s) in retired or older(s, oldest))
                     ]
                     if stale:
                         self.restic.run(repo, "forget", *stale, stdout=DEVNULL, timeout=RETENTION_TIMEOUT)
@@ -958,11 +973,25 @@ class MariaScratch(pitr.Scratch):
         remove one half-way)."""
         base = self.choose(target)
         self.check_room()
-        local = self.settings.repositories[0]
-        self.say(f"the base {base['label']} comes out of the local repository into {self.data}")
+        self.extract(self.settings.repositories[0], base)
+        if not self.spool.lock(wait=LOCK_WAIT):
+            raise Failure(Exit.LOCKED, pitr.unchanged(f"the archive's spool stayed locked for {LOCK_WAIT} s"))
+        try:
+            copied = []
+            for path in self.logs:
+                target_path = os.path.join(self.binlog, os.path.basename(path))
+                shutil.copyfile(path, target_path, follow_symlinks=False)
+                copied.append(target_path)
+        finally:
+            self.spool.unlock()
+        self.logs = copied
+
+    def extract(self, repo, base):
+        """BASE out of REPO into the data directory, prepared (as mysql)."""
+        self.say(f"the base {base['label']} comes out of the {repo.name} repository into {self.data}")
         label = LABEL_TAG + base["label"]
         dump = self.restic.stage(
-            local, "dump", "--host", self.settings.stanza, "--tag", label, "latest", "/base.mbstream"
+            repo, "dump", "--host", self.settings.stanza, "--tag", label, "latest", "/base.mbstream"
         )
         extract = Stage(self.as_mysql("mbstream", "-x", "-C", self.data), name="mbstream")
         try:
@@ -978,17 +1007,6 @@ class MariaScratch(pitr.Scratch):
                     f"the base {base['label']} could not be restored: {redact(failed.reason(), self.restic.secrets)}"
                 ),
             ) from None
-        if not self.spool.lock(wait=LOCK_WAIT):
-            raise Failure(Exit.LOCKED, pitr.unchanged(f"the archive's spool stayed locked for {LOCK_WAIT} s"))
-        try:
-            copied = []
-            for path in self.logs:
-                target_path = os.path.join(self.binlog, os.path.basename(path))
-                shutil.copyfile(path, target_path, follow_symlinks=False)
-                copied.append(target_path)
-        finally:
-            self.spool.unlock()
-        self.logs = copied
 
     def configure(self):
         """The scratch server's whole configuration (nothing of /etc/mysql):
@@ -1024,8 +1042,12 @@ class MariaScratch(pitr.Scratch):
         self.write("my.cnf", "\n".join(lines) + "\n", 0o640, self.mysql[1])
 
     def start(self, target):
-        """Start it (mariadbd becomes mysql), wait until it answers, then
-        replay the logs up to TARGET's second."""
+        """Start it, then replay the logs up to TARGET's second."""
+        self.start_server()
+        self.replay(target)
+
+    def start_server(self):
+        """Start it (mariadbd becomes mysql) and wait until it answers."""
         self.configure()
         argv = ["start-stop-daemon", "--start", "--background", "--make-pidfile", "--pidfile", self.pid_file]
         argv += ["--exec", "/usr/sbin/mariadbd", "--", f"--defaults-file={self.config}", "--user=mysql"]
@@ -1050,7 +1072,6 @@ class MariaScratch(pitr.Scratch):
                         ),
                     ) from None
                 self.sleep(pitr.POLL)
-        self.replay(target)
 
     def log_tail(self):
         try:
@@ -1063,10 +1084,12 @@ class MariaScratch(pitr.Scratch):
         """mariadb-binlog reads every log from the base's position and stops at
         the first event stamped at or after TARGET's second (in UTC: it reads
         the moment in its own time zone); one client session applies them, so
-        a temporary table or a transaction spanning two logs holds."""
-        stop = target[:19]
+        a temporary table or a transaction spanning two logs holds. TARGET
+        None: to the end of the last log."""
+        stop = target[:19] if target else None
+        up_to = f"up to {stop} UTC" if stop else "to their end"
         self.say(f"the scratch server replays {len(self.logs)} binary logs from {self.base['file']}:"
-                 f"{self.base['position']} up to {stop} UTC")  # fmt: skip
+                 f"{self.base['position']} {up_to}")  # fmt: skip
         reader = Stage(
             [
                 "mariadb-binlog",
@@ -1074,7 +1097,7 @@ class MariaScratch(pitr.Scratch):
                 "--verify-binlog-checksum",
                 "--skip-gtid-strict-mode",
                 f"--start-position={self.base['position']}",
-                f"--stop-datetime={stop}",
+                *([f"--stop-datetime={stop}"] if stop else []),
                 *self.logs,
             ],
             env={"TZ": "UTC"},
@@ -1090,7 +1113,85 @@ class MariaScratch(pitr.Scratch):
             raise Failure(
                 Exit.RESTORE_FAILED, pitr.unchanged(f"replaying the binary logs failed: {failed.reason()}")
             ) from None
-        self.replayed = f"{os.path.basename(self.logs[-1])} up to {stop} UTC"
+        self.replayed = f"{os.path.basename(self.logs[-1])} {up_to}"
+
+    # --- a lost server rebuilt (recover.yml -e pitr=true) ------------------------------------
+
+    def rebuild(self, datadir, service="mariadb"):
+        """This new server's MariaDB replaced by the lost one's, from the
+        bucket: its newest binlog snapshot (the logs and the bases' catalogue),
+        the newest base of the newest timeline there, and every log archived
+        after it replayed to its end, in the scratch server; then MariaDB
+        stopped, DATADIR set aside and the rebuilt one moved in, and started.
+        Refused where this server archives already (its spool has a state)."""
+        if os.path.exists(self.spool.state_file) or os.path.exists(self.spool.bases_file):
+            raise Failure(
+                Exit.REFUSED,
+                f"this server already archives its binary logs ({self.spool.dir}): it is not a new server, and its "
+                "databases are not replaced. To bring a database back to a moment, use restore_db.sh --to-time. "
+                "Nothing was changed.",
+            )
+        offsite = [r for r in self.settings.repositories if r.name == "offsite"]
+        if not offsite:
+            raise Failure(Exit.CONFIG, "there is no off-site repository (db_backup_pitr_s3) to rebuild from")
+        (repo,) = offsite
+        started = self.clock()
+        self.prepare()
+        archive = os.path.join(self.top, "archive")
+        self.say(f"restic restores the newest binlog snapshot of the {repo.name} repository")
+        try:
+            self.restic.run(
+                repo, "restore", "latest", "--host", self.settings.stanza, "--tag", "binlog", "--target", archive,
+                timeout=PREPARE_TIMEOUT, stdout=DEVNULL,
+            )  # fmt: skip
+        except Failure as failure:
+            raise Failure(Exit.OFFSITE_FAILED, f"{failure.message}. Nothing was changed.") from None
+        found = [d for d, _dirs, names in os.walk(archive) if "bases.json" in names and os.path.isdir(f"{d}/binlog")]
+        bases = Spool._read(os.path.join(found[0], "bases.json"), []) if found else []
+        bases = [b for b in bases if isinstance(b, dict) and b.get("timeline") and b.get("file")]
+        if not bases:
+            raise Failure(
+                Exit.BAD_BACKUP, f"the {repo.name} repository holds no base to rebuild from. Nothing was changed."
+            )
+        timeline = max(b["timeline"] for b in bases)
+        base = max((b for b in bases if b["timeline"] == timeline), key=lambda b: float(b.get("ended_at") or 0))
+        logs_dir = os.path.join(found[0], "binlog", timeline)
+        names = sorted(
+            (n for n in os.listdir(logs_dir) if (binlog_number(n) or 0) >= binlog_number(base["file"])),
+            key=binlog_number,
+        )
+        if not names or names[0] != base["file"]:
+            raise Failure(
+                Exit.BAD_BACKUP,
+                f"the {repo.name} repository lacks {base['file']}, where the base {base['label']} ends. "
+                "Nothing was changed.",
+            )
+        self.base = base
+        self.logs = [os.path.join(logs_dir, n) for n in names]
+        self.extract(repo, base)
+        self.start_server()
+        self.replay(None)
+        self.stop()
+        os.unlink(self.pid_file)
+        _remove(os.path.join(self.data, "djangoops-scratch.err"))
+        self.say(f"MariaDB is stopped, {datadir} set aside and the rebuilt data directory moved in")
+        self._run(["systemctl", "stop", service], pitr.STOP_TIMEOUT + 30)
+        aside = f"{os.path.normpath(datadir)}.before-pitr-{utc_label(self.clock())}"
+        mode = stat.S_IMODE(os.stat(datadir).st_mode)
+        os.rename(datadir, aside)
+        shutil.move(self.data, datadir)  # a rename: the scratch directory is on the same disk by default
+        os.chmod(datadir, mode)
+        self._run(["systemctl", "start", service], START_TIMEOUT)
+        self.remove()
+        took = self.clock() - started
+        return {
+            "base": base["label"],
+            "timeline": timeline,
+            "logs": len(names),
+            "last_log": names[-1],
+            "aside": aside,
+            "seconds": round(took, 1),
+        }
 
     def wait_promoted(self):
         return self.replayed

@@ -394,7 +394,14 @@ def test_retention_keeps_the_newest_bases_and_the_logs_from_the_oldest_kept(sett
         ]
     )
     fake = base_runner()
-    snaps = [{"id": i, "tags": ["base", "label=" + label]} for i, label in (("s1", "A"), ("s2", "B"), ("s3", "C"))]
+    # A: retired now; B: kept; C: a base of another name older than the oldest kept one (a lost
+    # server's, once this one holds keep_full of its own); D: one of another name dated later.
+    times = {"A": "1970-01-01T00:00:01Z", "B": "1970-01-01T00:00:02Z", "C": "1970-01-01T00:00:01.5Z"}
+    times["D"] = "2030-01-01T00:00:00Z"
+    snaps = [
+        {"id": i, "tags": ["base", "label=" + label], "time": times[label]}
+        for i, label in (("s1", "A"), ("s2", "B"), ("s3", "C"), ("s4", "D"))
+    ]
     fake.on("restic", argv_contains="snapshots", stdout=json.dumps(snaps))
     base, _said = take(settings, fake, clock=Clock(3))
     done = base.take()
@@ -645,3 +652,100 @@ def test_remove_stops_the_server_by_its_pid_file_and_removes_the_directory(scrat
     assert stop[:4] == ["start-stop-daemon", "--stop", "--pidfile", scratch.pid_file]
     assert stop[4:6] == ["--name", "mariadbd"]
     assert not os.path.exists(scratch.top)
+
+
+def test_a_lost_servers_bases_stay_until_this_one_holds_keep_full_of_its_own(settings):
+    """After recover.yml, the bucket still holds the lost server's bases: the first base of the
+    rebuilt server (keep_full 2) retires none of them; its second does."""
+    old = {"id": "old1", "tags": ["base", "label=OLD"], "time": "2026-11-01T00:00:00Z"}
+    fake = base_runner()
+    fake.on("restic", argv_contains="snapshots", stdout=json.dumps([old]))
+    base, _said = take(settings, fake, clock=Clock(1796000000.0))
+    base.take()
+    forgets = [c.argv for c in fake.calls if c.kind == "run" and "forget" in c.argv and "--keep-last" not in c.argv]
+    assert forgets == []
+    base, _said = take(settings, fake, clock=Clock(1796086400.0))
+    base.take()
+    forgets = [c.argv for c in fake.calls if c.kind == "run" and "forget" in c.argv and "--keep-last" not in c.argv]
+    assert [a[-1] for a in forgets] == ["old1", "old1"]  # local and bucket
+
+
+# --- a lost server rebuilt ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def rebuild(settings, tmp_path, monkeypatch):
+    """A new server: its data directory, and a bucket whose newest binlog snapshot (what restic
+    restore writes) holds two timelines and their bases."""
+    import dataclasses
+
+    settings = dataclasses.replace(settings, scratch_dir=str(tmp_path / "pitr" / "shop"))
+    datadir = tmp_path / "mysql"
+    datadir.mkdir(mode=0o755)
+    (datadir / "ibdata1").write_text("the new server's own")
+    fake = FakeRunner()
+
+    def restored(call):
+        target = call.argv[call.argv.index("--target") + 1]
+        archive = os.path.join(target, settings.spool_dir.lstrip("/"), "archive")
+        for timeline, names in (("20261201T000000Z", [1, 2]), ("20261205T000000Z", [1, 2, 3, 4])):
+            os.makedirs(os.path.join(archive, "binlog", timeline))
+            for number in names:
+                open(os.path.join(archive, "binlog", timeline, f"mysql-bin.{number:06d}"), "w").close()
+        bases = [
+            {"label": "OLD", "ended_at": 1, "timeline": "20261201T000000Z", "file": "mysql-bin.000001", "position": 4},
+            {"label": "N1", "ended_at": 2, "timeline": "20261205T000000Z", "file": "mysql-bin.000001", "position": 4},
+            {"label": "N2", "ended_at": 3, "timeline": "20261205T000000Z", "file": "mysql-bin.000003", "position": 385},
+        ]
+        with open(os.path.join(archive, "bases.json"), "w") as file:
+            json.dump(bases, file)
+
+    fake.on("restic", argv_contains=" restore ", effect=restored)
+
+    def started(call):
+        open(call.argv[call.argv.index("--pidfile") + 1], "w").close()
+
+    fake.on("start-stop-daemon", argv_contains="--start", effect=started)
+    made = pitr_mariadb.MariaScratch(fake, settings, os.getgid(), (os.getuid(), os.getgid()), lambda text: None)
+    made.root_uid = os.getuid()
+    made.sleep = lambda seconds: None
+    made.fake = fake
+    made.datadir = str(datadir)
+    return made
+
+
+def test_a_lost_server_is_rebuilt_from_the_buckets_newest_base_and_every_log_after_it(rebuild):
+    done = rebuild.rebuild(rebuild.datadir)
+    assert (done["base"], done["logs"], done["last_log"]) == ("N2", 2, "mysql-bin.000004")
+    (restore,) = [c.argv for c in rebuild.fake.calls if c.kind == "run" and "restore" in c.argv]
+    assert restore[2].startswith("s3:")  # from the bucket
+    dump = next(c for c in rebuild.fake.calls if c.kind == "pipeline" and c.names[0] == "restic").argvs[0]
+    assert dump[2].startswith("s3:") and "label=N2" in dump
+    reader = next(c for c in rebuild.fake.calls if c.kind == "pipeline" and c.names[0] == "mariadb-binlog").argvs[0]
+    assert "--start-position=385" in reader and not [a for a in reader if a.startswith("--stop-datetime")]
+    assert [os.path.basename(a) for a in reader if a.startswith("/")] == ["mysql-bin.000003", "mysql-bin.000004"]
+    systemctl = [c.argv for c in rebuild.fake.calls if c.argv[0] == "systemctl"]
+    assert systemctl == [["systemctl", "stop", "mariadb"], ["systemctl", "start", "mariadb"]]
+    # The new server's own data directory set aside, the rebuilt one in its place, the scratch gone.
+    assert open(os.path.join(done["aside"], "ibdata1")).read() == "the new server's own"
+    assert os.stat(rebuild.datadir).st_mode & 0o777 == 0o755
+    assert not os.path.exists(rebuild.top)
+
+
+def test_a_server_that_archives_already_is_not_rebuilt(rebuild):
+    rebuild.spool.ensure()
+    rebuild.spool.save_state({"timeline": "20261207T000000Z"})
+    with pytest.raises(Failure) as failed:
+        rebuild.rebuild(rebuild.datadir)
+    assert failed.value.code == Exit.REFUSED and "it is not a new server" in failed.value.message
+    assert rebuild.fake.calls == []
+    assert open(os.path.join(rebuild.datadir, "ibdata1")).read() == "the new server's own"
+
+
+def test_a_bucket_without_a_base_changes_nothing(rebuild):
+    rebuild.fake.rules.clear()
+    with pytest.raises(Failure) as failed:
+        rebuild.rebuild(rebuild.datadir)
+    assert failed.value.code == Exit.BAD_BACKUP and "holds no base to rebuild from" in failed.value.message
+    assert [c.argv[0] for c in rebuild.fake.calls if c.argv[0] == "systemctl"] == []
+    assert open(os.path.join(rebuild.datadir, "ibdata1")).read() == "the new server's own"

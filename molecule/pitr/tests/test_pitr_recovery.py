@@ -7,17 +7,12 @@ than 60 s before the loss must be back (the RPO, measured and printed), without 
 the rebuilt server archives and backs itself up again."""
 
 import json
-import os
 import time
-from pathlib import Path
 
-import fresh_server
-from db_backup.backup_helpers import DB_NAME, PostgreSQL, playbook, recovery_vars
+from db_backup import pitr_drill
+from db_backup.backup_helpers import DB_NAME, PostgreSQL
 from shop_project import ENGINE_BIN, quote
 
-IMAGE = "{prefix}/server:{release}"
-RESULTS = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / ".cache" / os.environ.get("DJANGOOPS_RESULTS_DIR", "results")
-RPO_SECONDS = 60
 SITE_USER = "shop"
 
 
@@ -39,61 +34,33 @@ def test_a_server_that_archives_already_is_not_rebuilt(host, tmp_path):
     database's name: refused before anything is stopped or restored."""
     name = host.backend.get_hostname()
     started = PostgreSQL(host).sql("SELECT pg_postmaster_start_time()")
-    for extra, said in (
-        ({}, f"{name} already archives stanza main into /var/lib/pgbackrest: it is not a new server"),
-        ({"confirm_database": "another"}, "The confirmation 'another' is not the database of"),
-    ):
-        refused = playbook(
-            "playbooks/recover.yml", "-e", f"target={name}", "-e", "@molecule/shared/playbooks/vars/backup.yml",
-            "-e", f"@{recovery_vars(tmp_path, pitr=True, **extra)}",
-        )  # fmt: skip
-        output = " ".join((refused.stdout + refused.stderr).split())  # ansible-core 2.19+ says failures on stderr
-        assert refused.returncode != 0 and said in output and "Nothing was changed." in output, output[-3000:]
+    pitr_drill.assert_refused(host, tmp_path, f"{name} already archives stanza main into /var/lib/pgbackrest")
     assert PostgreSQL(host).sql("SELECT pg_postmaster_start_time()") == started
 
 
 def test_a_destroyed_server_comes_back_to_its_last_minute(host, tmp_path):
     name = host.backend.get_hostname()
-    release = name.rsplit("-", 1)[1]
-    image = IMAGE.format(prefix=os.environ.get("DJANGOOPS_IMAGE_PREFIX", "djangoops-test"), release=release)
-    s3_address = host.run_expect([0], "getent hosts pitr-s3").stdout.split()[0]
     start_writer(host)
     # Long enough for a few archive_timeouts (5 s here) of writes.
     time.sleep(20)
-    written = int(PostgreSQL(host).sql("SELECT count(*) FROM pitr_drill"))
-    assert written > 100, written
-    lost_at = time.time()
-    inventory = fresh_server.replace(name, image, tmp_path, "--add-host", f"pitr-s3:{s3_address}")
-    new = fresh_server.server(name, inventory)
-    new.run_expect([0, 1], "systemctl is-system-running --wait")
-    assert new.run("test -e /var/lib/pgbackrest").rc == 1, "the new server must start without the old one's files"
-    # The site's code and an empty database server, from the deployment (the test bed's).
-    deployed = playbook("molecule/shared/playbooks/prepare_backup.yml", "--limit", name, inventory=inventory)
-    assert deployed.returncode == 0, deployed.stdout[-3000:]
-
-    extra = recovery_vars(tmp_path, pitr=True)
-    started = time.monotonic()
-    recover = playbook(
-        "playbooks/recover.yml", "-e", f"target={name}", "-e", "@molecule/shared/playbooks/vars/backup.yml",
-        "-e", f"@{extra}", inventory=inventory,
-    )  # fmt: skip
-    took = time.monotonic() - started
-    assert recover.returncode == 0, recover.stdout[-5000:]
+    new, recover, took, lost_at, written = pitr_drill.lose_and_recover(
+        host, tmp_path, lambda: int(PostgreSQL(host).sql("SELECT count(*) FROM pitr_drill")), "/var/lib/pgbackrest"
+    )
     db = PostgreSQL(new)
     rows, newest, last = db.sql(
         "SELECT count(*) || ' ' || max(n) || ' ' || extract(epoch FROM max(at)) FROM pitr_drill"
     ).split()
     rpo = lost_at - float(last)
     # The figures, for the README (a passing test's output is not shown).
-    with open(RESULTS / "pitr-drill.txt", "a", encoding="utf-8") as figures:
-        figures.write(
-            f"{name}: {rows} rows back of the {written}+ written before the loss; the newest committed {rpo:.1f} s "
-            f"before it (RPO); recover.yml took {took:.0f} s\n"
-        )
+    pitr_drill.record(
+        "pitr-drill.txt",
+        f"{name}: {rows} rows back of the {written}+ written before the loss; the newest committed {rpo:.1f} s "
+        f"before it (RPO); recover.yml took {took:.0f} s",
+    )
     # Every row up to the newest one that came back, without a gap: all those committed
     # more than RPO_SECONDS before the loss among them.
     assert int(rows) == int(newest), (rows, newest)
-    assert rpo <= RPO_SECONDS, rpo
+    assert rpo <= pitr_drill.RPO_SECONDS, rpo
     said = " ".join(recover.stdout.split())
     assert "rebuilt the PostgreSQL cluster from the off-site pgBackRest repository (bucket pitr-offsite)" in said, said[
         -3000:
