@@ -181,6 +181,17 @@ class Restic:
         return [item for item in listed if isinstance(item, dict)]
 
 
+def read_mysqls(path, limit=1 << 20):
+    """A file of a directory mysql owns, read as root: never through a link
+    (one planted there would show root's files), a regular file only, at most
+    LIMIT bytes. FileNotFoundError when it is not there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return file.read(limit).decode("utf-8", "replace")
+
+
 def older(snapshot, moment):
     """Whether restic's SNAPSHOT was taken before MOMENT (epoch; 0: never)."""
     try:
@@ -418,8 +429,11 @@ class Archiver:
         else:
             wanted = [(n, s) for n, s in closed if binlog_number(n) > binlog_number(last)]
             expected = binlog_number(last) + 1
-        if wanted and expected is not None and binlog_number(wanted[0][0]) > expected:
-            state["gap"] = {"timeline": timeline, "after": last, "next": wanted[0][0], "at": self.clock()}
+        # The oldest log the server still has, closed or open: past the next one to archive, the
+        # ones between were purged unarchived.
+        still = [(n, s) for n, s in live.files if expected is None or binlog_number(n) >= expected]
+        if still and expected is not None and binlog_number(still[0][0]) > expected:
+            state["gap"] = {"timeline": timeline, "after": last, "next": still[0][0], "at": self.clock()}
         os.makedirs(self.spool.timeline_dir(timeline), mode=0o700, exist_ok=True)
         copied, total = [], 0
         for name, size in wanted:
@@ -456,8 +470,14 @@ class Archiver:
         lists it, or Failure(DUMP_FAILED) and nothing at TARGET."""
         temporary = target + ".part"
         try:
+            # mysql owns the logs' directory: a link planted there must not make root copy
+            # (and push) a file of its choice.
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(f"{source} is not a regular file")
             with (
-                open(source, "rb") as reader,
+                open(fd, "rb") as reader,
                 open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as writer,
             ):
                 shutil.copyfileobj(reader, writer, COPY_CHUNK)
@@ -1014,11 +1034,11 @@ class MariaScratch(pitr.Scratch):
         events or replication, and the InnoDB layout of the base."""
         copied = []
         try:
-            with open(os.path.join(self.data, "backup-my.cnf"), encoding="utf-8", errors="replace") as file:
-                for line in file:
-                    name = line.split("=", 1)[0].strip().replace("-", "_")
-                    if name in COPIED_OPTIONS and "=" in line:
-                        copied.append(f"{name}={line.split('=', 1)[1].strip()}")
+            for line in read_mysqls(os.path.join(self.data, "backup-my.cnf")).splitlines():
+                name, equals, value = line.partition("=")
+                name = name.strip().replace("-", "_")
+                if equals and name in COPIED_OPTIONS and re.fullmatch(r"[A-Za-z0-9_:;.+-]+", value.strip()):
+                    copied.append(f"{name}={value.strip()}")
         except FileNotFoundError:
             pass
         lines = [
@@ -1075,8 +1095,7 @@ class MariaScratch(pitr.Scratch):
 
     def log_tail(self):
         try:
-            with open(os.path.join(self.data, "djangoops-scratch.err"), encoding="utf-8", errors="replace") as file:
-                return " ".join(file.read().splitlines()[-3:])
+            return " ".join(read_mysqls(os.path.join(self.data, "djangoops-scratch.err")).splitlines()[-3:])
         except OSError:
             return "its log cannot be read"
 

@@ -186,6 +186,30 @@ def test_a_log_purged_before_it_was_archived_is_a_gap(archiver, server):
     assert done["gap"]["next"] == "mysql-bin.000004"
 
 
+def test_logs_purged_while_the_server_was_idle_are_a_gap_too(archiver, server):
+    """Nothing closed left to archive, only the open log, numbered past the next one expected."""
+    archiver.pass_once()  # archives 2; 3 is open
+    server.files = [("mysql-bin.000005", 256)]
+    (server.logdir / "mysql-bin.000005").write_bytes(b"x" * 256)
+    archiver.clock.now += 5
+    done = archiver.pass_once()
+    assert done["gap"]["after"] == "mysql-bin.000002" and done["gap"]["next"] == "mysql-bin.000005"
+
+
+def test_a_link_planted_among_the_logs_is_not_followed(archiver, settings, server, tmp_path):
+    """mysql owns the logs' directory: a log replaced by a link to a file of root's is refused,
+    and nothing of that file reaches the spool."""
+    secret = tmp_path / "roots-secret"
+    secret.write_text("x" * 400)
+    (server.logdir / "mysql-bin.000002").unlink()
+    (server.logdir / "mysql-bin.000002").symlink_to(secret)
+    with pytest.raises(Failure) as failed:
+        archiver.pass_once()
+    assert failed.value.code == Exit.DUMP_FAILED and "could not copy the binary log" in failed.value.message
+    binlog = os.path.join(settings.spool_dir, "archive", "binlog")
+    assert all(not names for _d, _s, names in os.walk(binlog))
+
+
 def test_a_numbering_that_starts_again_opens_a_new_timeline(archiver, server):
     first = archiver.pass_once()
     for name, _size in server.files:  # RESET MASTER: the logs removed, numbering from 1 again
@@ -599,6 +623,26 @@ def test_the_scratch_server_has_its_own_everything_and_no_binary_log(scratch):
         assert line in text.splitlines(), line
     assert "/elsewhere" not in text
     assert stat_mode(scratch.config) == 0o640
+
+
+def test_the_scratch_servers_files_are_read_without_following_links(scratch, tmp_path):
+    """backup-my.cnf and the server's log are in mysql's directory: root reads neither through
+    a link, and takes only plain values from the first."""
+    scratch.prepare()
+    secret = tmp_path / "roots-secret"
+    secret.write_text("innodb_page_size=SECRET\n")
+    os.symlink(secret, os.path.join(scratch.data, "backup-my.cnf"))
+    os.symlink(secret, os.path.join(scratch.data, "djangoops-scratch.err"))
+    with pytest.raises(OSError):
+        scratch.configure()
+    assert "SECRET" not in scratch.log_tail()
+    os.unlink(os.path.join(scratch.data, "backup-my.cnf"))
+    with open(os.path.join(scratch.data, "backup-my.cnf"), "w") as file:
+        file.write("innodb_page_size=16384 \ninnodb_log_file_size=1; rm -rf /\n")
+    os.unlink(scratch.config) if os.path.exists(scratch.config) else None
+    scratch.configure()
+    text = open(scratch.config).read()
+    assert "innodb_page_size=16384" in text and "rm -rf" not in text
 
 
 def test_the_logs_are_replayed_up_to_the_second_in_utc(scratch):
