@@ -29,6 +29,7 @@ Everything here runs as root (pitr.supervise's root side); the project
 user's child logs, writes the metrics and pings.
 """
 
+import contextlib
 import datetime
 import fcntl
 import hashlib
@@ -37,12 +38,13 @@ import os
 import re
 import shutil
 import stat
+import threading
 import time
 
 from . import config, pitr
 from .errors import Exit, Failure
 from .offsite import backup_summary, snapshot_epoch
-from .runner import CAPTURE, DEVNULL, CommandFailed, Stage
+from .runner import CAPTURE, DEVNULL, CommandFailed, Runner, Stage
 
 # A binary log's name, as SHOW BINARY LOGS lists it: the base name, then the number.
 BINLOG_NAME = re.compile(r"(?P<stem>[A-Za-z0-9_.-]+)\.(?P<number>\d{6,})\Z")
@@ -232,12 +234,13 @@ class Spool:
     def lock(self, wait=0, sleep=time.sleep):
         """Take the spool's lock; False when another holds it after WAIT seconds."""
         fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        for second in range(wait + 1):
+        tries = wait * 10  # a pass holds it for moments: asked again every tenth of a second
+        for attempt in range(tries + 1):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if second < wait:
-                    sleep(1)
+                if attempt < tries:
+                    sleep(0.1)
                 continue
             self.lock_fd = fd
             return True
@@ -361,19 +364,26 @@ class Archiver:
         self.restic = Restic(runner, settings)
         self.clock = clock
 
-    def pass_once(self):
-        """One pass, under the spool's lock: {"files": [names copied],
-        "bytes", "repositories": {name: {"through", "error"}}, "gap", "timeline"},
-        or None when another pass or a base held the lock. Failure when the
-        server cannot be asked, its binary log is off, or a log cannot be
-        copied; a repository that cannot be written is said in its "error"."""
+    def pass_once(self, others=True):
+        """One pass: under the spool's lock, the logs closed and copied and
+        the local repository written; then (OTHERS) each other repository,
+        outside it (a bucket out of reach must not hold the local archive up).
+        {"files": [names copied], "bytes", "repositories": {name: {"through",
+        "error"}}, "gap", "timeline", "asked_at"}, or None when another pass or
+        a base held the lock. Failure when the server cannot be asked, its
+        binary log is off, or a log cannot be copied; a repository that
+        cannot be written is said in its "error"."""
         self.spool.ensure()
         if not self.spool.lock():
             return None
         try:
-            return self._pass()
+            done = self._pass()
         finally:
             self.spool.unlock()
+        if others:
+            for repo in self.settings.repositories[1:]:
+                done["repositories"][repo.name] = self.push_other(repo, done["asked_at"])
+        return done
 
     def _pass(self):
         state = self.spool.state()
@@ -399,7 +409,7 @@ class Archiver:
         if copied:
             state["version"] = int(state.get("version", 0)) + 1
         self.spool.save_state(state)
-        repositories = self.push(state, asked_at)
+        repositories = self.push(state, asked_at, self.settings.repositories[:1])
         self.spool.save_state(state)
         return {
             "files": copied,
@@ -495,15 +505,15 @@ class Archiver:
             )
         os.replace(temporary, target)
 
-    def push(self, state, asked_at):
-        """The spool into each repository whose newest snapshot lacks its
+    def push(self, state, asked_at, repositories):
+        """The spool into each of REPOSITORIES whose newest snapshot lacks its
         latest change; {name: {"through": epoch, "error": text}}. A repository
         that was written (or was already current) holds every write made
         before ASKED_AT."""
         pushed = state.setdefault("repositories", {})
         version = int(state.get("version", 0))
         answer = {}
-        for repo in self.settings.repositories:
+        for repo in repositories:
             mine = pushed.setdefault(repo.name, {})
             if int(mine.get("version", -1)) != version:
                 try:
@@ -528,6 +538,56 @@ class Archiver:
             mine["error"] = ""
             answer[repo.name] = {"through": asked_at, "error": ""}
         return answer
+
+    def push_other(self, repo, asked_at):
+        """REPO (not the local one) brought up to the spool, outside the spool's
+        lock, under a lock of its own: {"through", "error"}, with "busy" when
+        another run pushes to it now. The spool only grows meanwhile: the
+        snapshot holds at least what it held when the push began."""
+        fd = os.open(
+            os.path.join(self.spool.dir, f".push-{repo.name}.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                mine = (self.spool.state().get("repositories") or {}).get(repo.name) or {}
+                return {"through": mine.get("through"), "error": "", "busy": True}
+            with self.spool_locked():
+                state = self.spool.state()
+                version = int(state.get("version", 0))
+                current = int(((state.get("repositories") or {}).get(repo.name) or {}).get("version", -1)) == version
+            error = ""
+            if not current:
+                try:
+                    self.restic.run(
+                        repo, "backup", "--host", self.settings.stanza, "--tag", "djangoops-pitr", "--tag", "binlog",
+                        self.spool.archive, stdout=DEVNULL,
+                    )  # fmt: skip
+                except Failure as failure:
+                    error = failure.message
+            with self.spool_locked():
+                state = self.spool.state()
+                mine = state.setdefault("repositories", {}).setdefault(repo.name, {})
+                mine["error"] = error
+                if not error:
+                    mine["version"] = max(version, int(mine.get("version", -1)))
+                    mine["through"] = max(asked_at, float(mine.get("through") or 0))
+                self.spool.save_state(state)
+                return {"through": mine.get("through"), "error": error}
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def spool_locked(self):
+        if not self.spool.lock(wait=LOCK_WAIT):
+            raise Failure(Exit.LOCKED, f"{self.spool.dir}/.lock stayed held for {LOCK_WAIT} s")
+        try:
+            yield
+        finally:
+            self.spool.unlock()
 
 
 def _remove(path):
@@ -746,38 +806,71 @@ class ArchiveSide(pitr.OneRequest):
     os_error = "could not archive the binary logs"
     RUN_SECONDS = 60
 
-    def __init__(self, root, once=False, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, root, once=False, clock=time.monotonic, sleep=time.sleep, make_runner=None):
         super().__init__(root)
         self.once = once
         self.clock = clock
         self.sleep = sleep
+        # The background pushes' own runner (a runner serves one thread).
+        self.make_runner = make_runner or (lambda: Runner(env={"PATH": pitr.PATH, "LC_ALL": "C.UTF-8"}))
 
     def work(self):
-        """{"passes", "skipped", "files", "bytes", "repositories" (the last
-        pass's), "gap", "timeline", "asked_at"}."""
-        archiver = Archiver(self.root.runner, self.root.settings)
+        """{"passes", "skipped", "files", "bytes", "repositories" (the local
+        one as the last pass left it, the others as their last push did),
+        "gap", "timeline", "asked_at"}. The other repositories are pushed in
+        the background, one push after another, while the passes go on: a
+        bucket that takes long, or is out of reach, holds up only itself; the
+        run lasts until its last push has ended."""
+        settings = self.root.settings
+        archiver = Archiver(self.root.runner, settings)
+        others = settings.repositories[1:]
+        pusher = Archiver(self.make_runner(), settings) if others else None
+        pushed = {}
+        thread = None
+
+        def push(asked_at):
+            for repo in others:
+                try:
+                    pushed[repo.name] = pusher.push_other(repo, asked_at)
+                except (Failure, OSError) as exc:
+                    pushed[repo.name] = {"through": None, "error": str(exc)}
+
         # Half of archive_timeout: a write waits for the next pass, then for the push, and both
         # together stay within archive_timeout.
-        period = max(1, self.root.settings.archive_timeout // 2)
+        period = max(1, settings.archive_timeout // 2)
         started = self.clock()
         summary = {"passes": 0, "skipped": 0, "files": [], "bytes": 0, "repositories": {}, "gap": None}
         next_pass = started
-        while True:
-            done = archiver.pass_once()
-            if done is None:
-                summary["skipped"] += 1
-            else:
-                summary["passes"] += 1
-                summary["files"] += done["files"]
-                summary["bytes"] += done["bytes"]
-                for key in ("repositories", "gap", "timeline", "asked_at"):
-                    summary[key] = done[key]
-                if any(r["error"] for r in done["repositories"].values()):
-                    break  # a repository fails: said now; the next run tries again
-            next_pass += period
-            if self.once or next_pass >= started + self.RUN_SECONDS - 1:
-                break
-            self.sleep(max(0.0, next_pass - self.clock()))
+        try:
+            while True:
+                done = archiver.pass_once(others=False)
+                if done is None:
+                    summary["skipped"] += 1
+                else:
+                    summary["passes"] += 1
+                    summary["files"] += done["files"]
+                    summary["bytes"] += done["bytes"]
+                    for key in ("repositories", "gap", "timeline", "asked_at"):
+                        summary[key] = done[key]
+                    if pusher is not None and (thread is None or not thread.is_alive()):
+                        thread = threading.Thread(target=push, args=(done["asked_at"],), daemon=True)
+                        thread.start()
+                    if any(r["error"] for r in done["repositories"].values()):
+                        break  # the local repository fails: said now; the next run tries again
+                next_pass += period
+                pushing = thread is not None and thread.is_alive()
+                if (self.once or next_pass >= started + self.RUN_SECONDS - 1) and not pushing:
+                    break
+                self.sleep(max(0.0, next_pass - self.clock()))
+            if thread is not None:
+                thread.join()
+        finally:
+            if thread is not None and thread.is_alive():  # stopped by a signal: so is its restic
+                pusher.runner.close()
+                thread.join(30)
+            if pusher is not None:
+                pusher.runner.close()
+        summary["repositories"] = {**summary["repositories"], **pushed}
         return summary
 
 

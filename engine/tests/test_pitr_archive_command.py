@@ -69,3 +69,12 @@ def test_postgresql_is_refused(cmd, monkeypatch):
     cmd.write_database(engine="postgresql")
     assert cmd.run(pitr_archive.main, [], script="pitr_archive_db") == Exit.CONFIG
     assert "needs MariaDB with db_backup_pitr" in cmd.lines("ERROR", "pitr_archive_db")[0]
+
+
+def test_a_repository_another_run_pushes_to_is_no_failure(cmd, root_side):
+    busy = {"through": 1795999990.0, "error": "", "busy": True}
+    root_side.messages = [
+        {"archived": summary(files=["mysql-bin.000003"], bytes=10, repositories={"local": OK, "offsite": busy})}
+    ]
+    assert root_side.run() == Exit.OK
+    assert cmd.lines("INFO", "pitr_archive_db")[0].endswith("into local (offsite: another run's push takes them)")

@@ -2,8 +2,11 @@
 The live server is a fake (its binary logs real files in tmp_path), restic and
 mariadb-backup answer through a FakeRunner; the spool is real, in tmp_path."""
 
+import fcntl
 import json
 import os
+import threading
+import time
 
 import pytest
 from djangoops import config, pitr_mariadb
@@ -457,7 +460,12 @@ def test_a_run_passes_every_half_archive_timeout_until_its_minute_is_over(settin
         def __init__(self, *_args):
             pass
 
-        def pass_once(self):
+        runner = FakeRunner()
+
+        def push_other(self, repo, asked_at):
+            return {"through": asked_at, "error": ""}
+
+        def pass_once(self, others=True):
             passes.append(now[0])
             return {"files": [], "bytes": 0, "repositories": {}, "gap": None, "timeline": "t", "asked_at": now[0]}
 
@@ -475,6 +483,75 @@ def test_a_run_passes_every_half_archive_timeout_until_its_minute_is_over(settin
     passes.clear()
     now[0] = 0.0
     assert pitr_mariadb.ArchiveSide(Root(settings), once=True, clock=lambda: now[0], sleep=sleep).work()["passes"] == 1
+
+
+def archive_side(settings, server, monkeypatch, pusher_runner, clock=None):
+    """ArchiveSide with the fake server, FakeRunners for the passes and for the pushes,
+    and a clock that the sleeps move."""
+    monkeypatch.setattr(pitr_mariadb, "Server", lambda runner, socket: server)
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += max(seconds, 0.01)
+        time.sleep(0.001)
+
+    root = Root(settings)
+    side = pitr_mariadb.ArchiveSide(
+        root, clock=clock or (lambda: now[0]), sleep=sleep, make_runner=lambda: pusher_runner
+    )
+    return side, root
+
+
+def test_a_slow_bucket_holds_up_only_itself(settings, server, monkeypatch):
+    """The bucket's push runs beside the passes: while it hangs, writes still reach the local
+    repository pass after pass; the run waits for it, then reports its moment."""
+    release = threading.Event()
+    pushing = FakeRunner()
+    pushing.on("restic", effect=lambda call: release.wait(10))
+    side, root = archive_side(settings, server, monkeypatch, pushing)
+    local_pushes = []
+
+    def written(call):
+        local_pushes.append(call)
+        server.write()  # the site goes on writing
+        if len(local_pushes) == 5:
+            release.set()
+
+    root.runner.on("restic", effect=written)
+    summary = side.work()
+    assert len(local_pushes) >= 5  # the local repository kept being written while the bucket hung
+    assert summary["repositories"]["offsite"]["error"] == ""
+    assert summary["repositories"]["offsite"]["through"] is not None
+    assert all("s3.example" not in c.argv[2] for c in root.runner.calls if c.programs[0] == "restic")
+    assert all("s3.example" in c.argv[2] for c in pushing.calls)
+
+
+def test_a_bucket_another_run_pushes_to_is_left_to_it(settings, server, monkeypatch):
+    spool = pitr_mariadb.Spool(settings.spool_dir)
+    spool.ensure()
+    holder = os.open(os.path.join(settings.spool_dir, ".push-offsite.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        pushing = FakeRunner()
+        side, _root = archive_side(settings, server, monkeypatch, pushing)
+        side.once = True
+        summary = side.work()
+    finally:
+        os.close(holder)
+    assert summary["repositories"]["offsite"]["busy"] is True
+    assert summary["repositories"]["offsite"]["error"] == ""
+    assert pushing.calls == []
+
+
+def test_a_bucket_out_of_reach_is_said_and_the_local_repository_has_it(settings, server, monkeypatch):
+    pushing = FakeRunner()
+    pushing.on("restic", fail=1, stderr="Fatal: unable to open config file: dial tcp 127.0.0.1:5000: connect: refused")
+    side, _root = archive_side(settings, server, monkeypatch, pushing)
+    side.once = True
+    summary = side.work()
+    assert summary["repositories"]["local"]["error"] == ""
+    assert "restic backup in the offsite repository failed" in summary["repositories"]["offsite"]["error"]
+    assert "connect: refused" in summary["repositories"]["offsite"]["error"]
 
 
 def test_config_reads_mariadbs_values(tmp_path):

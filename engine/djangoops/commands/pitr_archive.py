@@ -43,7 +43,11 @@ def main(context, args):
         )
     errors = {name: r["error"] for name, r in repositories.items() if r.get("error")}
     if done["files"]:
-        where = ", ".join(name for name in repositories if name not in errors) or "no repository"
+        written = [name for name, r in repositories.items() if name not in errors and not r.get("busy")]
+        where = ", ".join(written) or "no repository"
+        busy = [name for name, r in repositories.items() if r.get("busy")]
+        if busy:
+            where += f" ({', '.join(busy)}: another run's push takes them)"
         context.log.info(
             f"archived {len(done['files'])} binary logs ({common.iec(done['bytes'])}B, {done['files'][0]} to "
             f"{done['files'][-1]}) into {where}"

@@ -242,6 +242,40 @@ def test_a_base_taken_by_hand_is_kept_and_retention_keeps_two(host):
     assert "2 bases kept" in last_log_lines(host, "pitr_backup_db")
 
 
+def test_an_unreachable_bucket_holds_up_only_itself(host, probe):
+    """The bucket out of reach from this server (its name resolved to the loopback, where
+    nothing listens on its port): the scheduled archive still puts a write into the local
+    repository within seconds (restic retries the bucket meanwhile: a minute on 0.14, fifteen
+    from 0.17, in a push of its own); once the bucket is back it catches up and the check
+    passes."""
+    hosts = host.file("/etc/hosts").content_string
+    assert "pitr-s3" in hosts
+    # /etc/hosts is Docker's bind mount: rewritten in place, not replaced.
+    rewrite = 'python3 -c \'import sys; f = open("/etc/hosts", "r+"); f.write(sys.stdin.read()); f.truncate()\''
+    cut = "".join(line + "\n" for line in hosts.splitlines() if "pitr-s3" not in line) + "127.0.0.1 pitr-s3\n"
+    host.run_expect([0], f"printf %s {quote(cut)} | {rewrite}")
+    try:
+        time.sleep(ARCHIVE_TIMEOUT)  # a push that began before the cut has ended
+        mark = f"outage-{uuid.uuid4().hex}"
+        written = time.time()
+        probe.sql(f"INSERT INTO pitr_probe (mark) VALUES ('{mark}')")
+        deadline = time.time() + ARCHIVE_TIMEOUT * 2 + 30
+        while (state(host)["repositories"]["local"].get("through") or 0) <= written:
+            assert time.time() < deadline, state(host)
+            time.sleep(0.5)
+        print(f"the local repository held the write {time.time() - written:.1f} s after it, the bucket out of reach")
+        assert mark in binlog_text(host, "local", "/root/binlog-outage")
+        assert (state(host)["repositories"]["offsite"].get("through") or 0) <= written
+    finally:
+        host.run_expect([0], f"printf %s {quote(hosts)} | {rewrite}")
+    back = time.time()
+    wait_archived(host, written, 300)
+    print(f"the bucket caught up {time.time() - back:.0f} s after it came back")
+    assert mark in binlog_text(host, "offsite", "/root/binlog-outage")
+    passing = host.run(f"{ENGINE_BIN}/pitr_check_db.sh </dev/null")
+    assert passing.rc == 0, passing.stderr
+
+
 SCRATCH_DIR = "/var/lib/djangoops-pitr/shop"  # the role's default for project shop
 
 
