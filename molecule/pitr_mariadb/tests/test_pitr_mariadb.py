@@ -276,6 +276,32 @@ def test_an_unreachable_bucket_holds_up_only_itself(host, probe):
     assert passing.rc == 0, passing.stderr
 
 
+def test_the_test_restore_reads_both_repositories_back_and_names_a_damaged_one(host):
+    """verify_db.sh as root with db_backup_pitr: the dump's test restore, then restic reads every
+    pack of both repositories back; with a pack of the local repository spoiled it exits 8 naming
+    that repository, and passes again once the pack is whole."""
+    dump = host.run("runuser -u shop -- /home/shop/commands/backup_db.sh </dev/null")
+    assert dump.rc == 0, dump.stderr
+    verified = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    assert verified.rc == 0, verified.stderr
+    log = last_log_lines(host, "verify_db", 6)
+    assert "restic reads back the local repository of main" in log
+    assert "restic reads back the offsite repository of main" in log
+    assert "restic read back the point-in-time repositories in " in log and "every pack matching" in log
+    pack = host.run(f"find {REPOSITORY}/data -type f | sort | head -n 1").stdout.strip()
+    assert pack
+    spoil = "cp -p %s /root/pack.whole && printf 'spoiled' | dd of=%s bs=1 seek=64 conv=notrunc"
+    host.run_expect([0], spoil, pack, pack)
+    try:
+        damaged = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    finally:
+        host.run_expect([0], "cp -p /root/pack.whole %s", pack)
+    assert damaged.rc == 8, damaged.stderr
+    assert "restic check in the local repository failed" in damaged.stderr, damaged.stderr
+    again = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
+    assert again.rc == 0, again.stderr
+
+
 SCRATCH_DIR = "/var/lib/djangoops-pitr/shop"  # the role's default for project shop
 
 
