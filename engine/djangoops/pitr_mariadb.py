@@ -31,6 +31,7 @@ user's child logs, writes the metrics and pings.
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import hashlib
 import json
@@ -1286,13 +1287,18 @@ class MariaScratch(pitr.Scratch):
         self.stop()
         os.unlink(self.pid_file)
         _remove(os.path.join(self.data, "djangoops-scratch.err"))
-        self.say(f"MariaDB is stopped, {datadir} set aside and the rebuilt data directory moved in")
+        datadir = os.path.normpath(datadir)
+        aside = f"{datadir}.before-pitr-{utc_label(time.time())}"
+        self.say(f"MariaDB is stopped, what {datadir} held moved to {aside} and the rebuilt files moved in")
         self._run(["systemctl", "stop", service], pitr.STOP_TIMEOUT + 30)
-        aside = f"{os.path.normpath(datadir)}.before-pitr-{utc_label(self.clock())}"
-        mode = stat.S_IMODE(os.stat(datadir).st_mode)
-        os.rename(datadir, aside)
-        shutil.move(self.data, datadir)  # a rename: the scratch directory is on the same disk by default
-        os.chmod(datadir, mode)
+        # The directory itself stays (its owner, mode and mount); what it holds moves.
+        info = os.stat(datadir)
+        os.mkdir(aside, 0o700)
+        os.chown(aside, info.st_uid, info.st_gid)
+        for name in sorted(os.listdir(datadir)):
+            self.move(os.path.join(datadir, name), os.path.join(aside, name))
+        for name in sorted(os.listdir(self.data)):
+            self.move(os.path.join(self.data, name), os.path.join(datadir, name))
         self._run(["systemctl", "start", service], START_TIMEOUT)
         self.remove()
         took = self.clock() - started
@@ -1304,6 +1310,21 @@ class MariaScratch(pitr.Scratch):
             "aside": aside,
             "seconds": round(took, 1),
         }
+
+    def move(self, source, target):
+        """SOURCE renamed to TARGET; across file systems (or out of a
+        container image's lower layer, which overlayfs will not rename), copied
+        with its owners by cp -a, then removed."""
+        try:
+            os.rename(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            self._run(["cp", "-a", "--", source, target], PREPARE_TIMEOUT)
+            if os.path.isdir(source) and not os.path.islink(source):
+                shutil.rmtree(source)
+            else:
+                os.unlink(source)
 
     def wait_promoted(self):
         return self.replayed

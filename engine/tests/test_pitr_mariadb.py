@@ -823,6 +823,14 @@ def rebuild(settings, tmp_path, monkeypatch):
 
     fake.on("restic", argv_contains=" restore ", effect=restored)
 
+    def extracted(call):
+        data = call.argvs[-1][-1]  # mbstream -x -C DATA, the pipeline's last stage
+        os.makedirs(os.path.join(data, "mysql"), exist_ok=True)
+        with open(os.path.join(data, "ibdata1"), "w") as file:
+            file.write("rebuilt")
+
+    fake.on("mbstream", effect=extracted)
+
     def started(call):
         open(call.argv[call.argv.index("--pidfile") + 1], "w").close()
 
@@ -847,10 +855,33 @@ def test_a_lost_server_is_rebuilt_from_the_buckets_newest_base_and_every_log_aft
     assert [os.path.basename(a) for a in reader if a.startswith("/")] == ["mysql-bin.000003", "mysql-bin.000004"]
     systemctl = [c.argv for c in rebuild.fake.calls if c.argv[0] == "systemctl"]
     assert systemctl == [["systemctl", "stop", "mariadb"], ["systemctl", "start", "mariadb"]]
-    # The new server's own data directory set aside, the rebuilt one in its place, the scratch gone.
+    # What the new server's data directory held set aside, the rebuilt files in it, the scratch gone.
     assert open(os.path.join(done["aside"], "ibdata1")).read() == "the new server's own"
+    assert open(os.path.join(rebuild.datadir, "ibdata1")).read() == "rebuilt"
+    assert os.path.isdir(os.path.join(rebuild.datadir, "mysql"))
     assert os.stat(rebuild.datadir).st_mode & 0o777 == 0o755
+    assert done["aside"].startswith(rebuild.datadir + ".before-pitr-2")  # named by the wall clock
     assert not os.path.exists(rebuild.top)
+
+
+def test_files_that_cannot_be_renamed_are_copied_with_their_owners(rebuild, monkeypatch):
+    """overlayfs will not rename a directory of the image's lower layer (EXDEV), nor can a rename
+    cross file systems: cp -a copies it, keeping its owner, and the original goes."""
+    import errno
+
+    real_rename = os.rename
+
+    def rename(source, target):
+        if source.startswith(rebuild.datadir + "/"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(source, target)
+
+    monkeypatch.setattr(pitr_mariadb.os, "rename", rename)
+    done = rebuild.rebuild(rebuild.datadir + "/")
+    copies = [c.argv for c in rebuild.fake.calls if c.argv[:2] == ["cp", "-a"]]
+    old_file = os.path.join(rebuild.datadir, "ibdata1")
+    assert copies == [["cp", "-a", "--", old_file, os.path.join(done["aside"], "ibdata1")]]
+    assert open(os.path.join(rebuild.datadir, "ibdata1")).read() == "rebuilt"
 
 
 def test_a_server_that_archives_already_is_not_rebuilt(rebuild):

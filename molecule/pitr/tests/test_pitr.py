@@ -49,7 +49,11 @@ def newest_archived(host):
 
 
 def segment_of_now(host):
-    return PostgreSQL(host).sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    """The segment a record written now lands in: the one pg_switch_wal() then closes. A record
+    of its own, so that the segment is never the empty one just opened (a switch there switches
+    nothing, and the segment waits for the next writes: seen once, after archive_timeout had
+    closed the previous one a moment before)."""
+    return PostgreSQL(host).sql("SELECT pg_walfile_name(pg_logical_emit_message(false, 'djangoops-test', 'switch'))")
 
 
 @pytest.fixture(scope="module")
