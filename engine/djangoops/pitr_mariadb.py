@@ -853,7 +853,10 @@ class ArchiveSide(pitr.OneRequest):
                     summary["bytes"] += done["bytes"]
                     for key in ("repositories", "gap", "timeline", "asked_at"):
                         summary[key] = done[key]
-                    if pusher is not None and (thread is None or not thread.is_alive()):
+                    # A push begins while the run's minute lasts (with --once, one push): past it,
+                    # the run only waits for the push under way, and the next run pushes again.
+                    in_time = self.clock() < started + self.RUN_SECONDS - 1 and not (self.once and thread)
+                    if pusher is not None and in_time and (thread is None or not thread.is_alive()):
                         thread = threading.Thread(target=push, args=(done["asked_at"],), daemon=True)
                         thread.start()
                     if any(r["error"] for r in done["repositories"].values()):

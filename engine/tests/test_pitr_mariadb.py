@@ -526,6 +526,27 @@ def test_a_slow_bucket_holds_up_only_itself(settings, server, monkeypatch):
     assert all("s3.example" in c.argv[2] for c in pushing.calls)
 
 
+def test_a_run_ends_once_its_last_push_has_ended(settings, server, monkeypatch):
+    """A push takes a moment (each one alive when the loop looks): --once pushes once, and a
+    run past its minute begins no new push, so that it ends."""
+    pushing = FakeRunner()
+    pushing.on("restic", effect=lambda call: time.sleep(0.05))
+    side, root = archive_side(settings, server, monkeypatch, pushing)
+    root.runner.on("restic", effect=lambda call: server.write())  # the site writes all along
+    side.once = True
+    finished = []
+    worker = threading.Thread(target=lambda: finished.append(side.work()), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert finished, "the --once run did not end"
+    assert len(pushing.calls) == 1
+    side.once = False
+    worker = threading.Thread(target=lambda: finished.append(side.work()), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert len(finished) == 2, "the run did not end after its minute"
+
+
 def test_a_bucket_another_run_pushes_to_is_left_to_it(settings, server, monkeypatch):
     spool = pitr_mariadb.Spool(settings.spool_dir)
     spool.ensure()
