@@ -12,7 +12,7 @@ import time
 
 import pytest
 from db_backup.backup_helpers import BACKUPS, DB_NAME, DB_USER, PostgreSQL, last_log_lines, playbook
-from schedule.schedule_helpers import UNIT_PREFIX, cron_file_environment, cron_file_lines
+from schedule.schedule_helpers import UNIT_PREFIX, run_scheduled
 from shop_project import COMMANDS, ENGINE_BIN, LOGS, quote
 
 STANZA = "main"
@@ -347,27 +347,6 @@ def converge(host, *extra):
     its exit code and its output (stdout and stderr, where the errors go), whitespace collapsed."""
     result = playbook("--limit", host.backend.get_hostname(), *extra, "molecule/shared/playbooks/converge_backup.yml")
     return result.returncode, " ".join((result.stdout + result.stderr).split())
-
-
-def run_scheduled(host, variables, name):
-    """Runs job NAME as its scheduler would (systemd starts the service and waits for it;
-    cron: the file's line for it, as root, with the environment the file sets); its exit
-    code."""
-    if variables["schedule_backend"] == "systemd":
-        started = host.run(f"systemctl start {UNIT_PREFIX}{name}.service")
-        if started.rc != 0:
-            print(host.run(f"journalctl -u {UNIT_PREFIX}{name}.service --no-pager -n 40").stdout)
-        unit = host.file(f"/etc/systemd/system/{UNIT_PREFIX}{name}.service").content_string
-        # Root's (no User=: a system service's default), confined, by the root-owned entry point.
-        assert "\nUser=" not in unit and "ProtectSystem=strict\n" in unit
-        assert f"ExecStart={ENGINE_BIN}/{name}.sh\n" in unit
-        status = host.run(f"systemctl show --property=ExecMainStatus --value {UNIT_PREFIX}{name}.service")
-        return int(status.stdout.strip())
-    (entry,) = [line.split() for line in cron_file_lines(host) if line.endswith(f"/{name}.sh")]
-    # Root's, by the root-owned entry point: never the project user's commands/ link.
-    assert entry[5:] == ["root", f"{ENGINE_BIN}/{name}.sh"]
-    environment = " ".join(quote(f"{k}={v}") for k, v in cron_file_environment(host).items())
-    return host.run(f"env -i {environment} {ENGINE_BIN}/{name}.sh </dev/null").rc
 
 
 def local_wal_since(host, stop):

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from db_backup.backup_helpers import DB_NAME, MariaDB, last_log_lines
+from schedule.schedule_helpers import run_scheduled
 from shop_project import ENGINE_BIN, quote
 
 PITR_DIR = "/var/lib/djangoops-mariadb-pitr"
@@ -300,6 +301,22 @@ def test_the_test_restore_reads_both_repositories_back_and_names_a_damaged_one(h
     assert "restic check in the local repository failed" in damaged.stderr, damaged.stderr
     again = host.run(f"{ENGINE_BIN}/verify_db.sh </dev/null")
     assert again.rc == 0, again.stderr
+
+
+def test_the_scheduled_base_and_test_restore_run_in_their_sandbox(host, variables):
+    """pitr_backup_db.sh and verify_db.sh as their scheduler starts them (cron on Debian 12, a
+    confined systemd service on 13): a new base in both repositories, both read back."""
+    before = {b["label"] for b in json.loads(host.run("cat %s/archive/bases.json", SPOOL).stdout)}
+    time.sleep(1.1)  # labels are to the second
+    assert run_scheduled(host, variables, "pitr_backup_db") == 0, last_log_lines(host, "pitr_backup_db")
+    after = json.loads(host.run("cat %s/archive/bases.json", SPOOL).stdout)
+    (new,) = [b["label"] for b in after if b["label"] not in before]
+    for repo in ("local", "offsite"):
+        assert [s for s in snapshots(host, repo, "base") if f"label={new}" in s["tags"]], repo
+    dump = host.run("runuser -u shop -- /home/shop/commands/backup_db.sh </dev/null")
+    assert dump.rc == 0, dump.stderr
+    assert run_scheduled(host, variables, "verify_db") == 0, last_log_lines(host, "verify_db")
+    assert "restic read back the point-in-time repositories" in last_log_lines(host, "verify_db", 5)
 
 
 SCRATCH_DIR = "/var/lib/djangoops-pitr/shop"  # the role's default for project shop

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from shop_project import HOME, LOGS, quote
+from shop_project import ENGINE_BIN, HOME, LOGS, quote
 
 PINGS = "/var/log/hc-pings.log"
 UNIT_PREFIX = "djangoops-shop-"
@@ -118,3 +118,24 @@ def wait_for(predicate, timeout, interval=2):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def run_scheduled(host, variables, name):
+    """Runs job NAME as its scheduler would (systemd starts the service and waits for it;
+    cron: the file's line for it, as root, with the environment the file sets); its exit
+    code."""
+    if variables["schedule_backend"] == "systemd":
+        started = host.run(f"systemctl start {UNIT_PREFIX}{name}.service")
+        if started.rc != 0:
+            print(host.run(f"journalctl -u {UNIT_PREFIX}{name}.service --no-pager -n 40").stdout)
+        unit = host.file(f"/etc/systemd/system/{UNIT_PREFIX}{name}.service").content_string
+        # Root's (no User=: a system service's default), confined, by the root-owned entry point.
+        assert "\nUser=" not in unit and "ProtectSystem=strict\n" in unit
+        assert f"ExecStart={ENGINE_BIN}/{name}.sh\n" in unit
+        status = host.run(f"systemctl show --property=ExecMainStatus --value {UNIT_PREFIX}{name}.service")
+        return int(status.stdout.strip())
+    (entry,) = [line.split() for line in cron_file_lines(host) if line.endswith(f"/{name}.sh")]
+    # Root's, by the root-owned entry point: never the project user's commands/ link.
+    assert entry[5:] == ["root", f"{ENGINE_BIN}/{name}.sh"]
+    environment = " ".join(quote(f"{k}={v}") for k, v in cron_file_environment(host).items())
+    return host.run(f"env -i {environment} {ENGINE_BIN}/{name}.sh </dev/null").rc
