@@ -232,9 +232,10 @@ class Spool:
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != SPOOL_OWNER or info.st_mode & 0o077:
                 raise Failure(Exit.CONFIG, f"{path} must be a directory of root's that no one else can read")
 
-    def lock(self, wait=0, sleep=time.sleep):
-        """Take the spool's lock; False when another holds it after WAIT seconds."""
-        fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    def lock(self, wait=0, sleep=time.sleep, name=".lock"):
+        """Take the spool's lock (NAME: another of its locks); False when
+        another holds it after WAIT seconds."""
+        fd = os.open(os.path.join(self.dir, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         tries = wait * 10  # a pass holds it for moments: asked again every tenth of a second
         for attempt in range(tries + 1):
             try:
@@ -923,11 +924,20 @@ class VerifySide(pitr.OneRequest):
         started = time.monotonic()
         verified = {"tool": "restic", "ok": True, "problems": [], "backups": 0, "snapshots": 0}
         verified.update(files_checked=0, files_valid=0, wal_checked=0, wal_valid=0)
+        spool = Spool(settings.spool_dir)
         for index, repo in enumerate(settings.repositories):
             self.root.say(f"restic reads back the {repo.name} repository of {settings.stanza}")
+            # restic's check locks the repository for itself: the archive's passes (the local
+            # repository) or its pushes (another) wait meanwhile; the logs wait on the server.
+            name = ".lock" if index == 0 else f".push-{repo.name}.lock"
             try:
-                snapshots = restic.snapshots(repo)
-                restic.run(repo, "check", "--read-data", timeout=pitr.VERIFY_TIMEOUT, stdout=DEVNULL)
+                if not spool.lock(wait=LOCK_WAIT, name=name):
+                    raise Failure(Exit.LOCKED, f"the archive held {spool.dir}/{name} for {LOCK_WAIT} s")
+                try:
+                    snapshots = restic.snapshots(repo)
+                    restic.run(repo, "check", "--read-data", timeout=pitr.VERIFY_TIMEOUT, stdout=DEVNULL)
+                finally:
+                    spool.unlock()
             except Failure as failure:
                 if index == 0:
                     raise Failure(Exit.BAD_BACKUP, failure.message) from None

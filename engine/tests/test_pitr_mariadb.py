@@ -922,3 +922,41 @@ def test_a_bucket_without_a_base_changes_nothing(rebuild):
     assert failed.value.code == Exit.BAD_BACKUP and "holds no base to rebuild from" in failed.value.message
     assert [c.argv[0] for c in rebuild.fake.calls if c.argv[0] == "systemctl"] == []
     assert open(os.path.join(rebuild.datadir, "ibdata1")).read() == "the new server's own"
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def test_the_verify_reads_each_repository_while_the_archive_waits(settings):
+    """restic's check takes the repository for itself: the local one is read back under the
+    spool's lock (the passes wait), the bucket under its push lock (the pushes wait)."""
+    root = Root(settings)
+    held = []
+
+    def check(call):
+        probe = pitr_mariadb.Spool(settings.spool_dir)
+        name = ".lock" if "s3.example" not in call.argv[2] else ".push-offsite.lock"
+        taken = probe.lock(name=name)
+        held.append((call.argv[2], not taken))
+        if taken:
+            probe.unlock()
+
+    listed = json.dumps([{"id": "a", "tags": ["base", "label=A"]}, {"id": "b", "tags": ["binlog"]}])
+    root.runner.on("restic", argv_contains="snapshots", stdout=listed)
+    root.runner.on("restic", argv_contains=" check ", effect=check)
+    pitr_mariadb.Spool(settings.spool_dir).ensure()
+    verified = pitr_mariadb.VerifySide(root).work()
+    assert [h for _repo, h in held] == [True, True]
+    assert (verified["snapshots"], verified["backups"], verified["repositories"]) == (4, 2, 2)
+
+
+@pytest.mark.parametrize(("failing", "code"), [("repository", Exit.BAD_BACKUP), ("s3.example", Exit.OFFSITE_FAILED)])
+def test_a_repository_that_does_not_read_back_is_named(settings, failing, code):
+    root = Root(settings)
+    root.runner.on("restic", argv_contains="snapshots", stdout="[]")
+    root.runner.on("restic", argv_contains=failing, fail=1, stderr="Fatal: repository contains errors")
+    pitr_mariadb.Spool(settings.spool_dir).ensure()
+    with pytest.raises(Failure) as failed:
+        pitr_mariadb.VerifySide(root).work()
+    assert failed.value.code == code
+    assert "repository contains errors" in failed.value.message
