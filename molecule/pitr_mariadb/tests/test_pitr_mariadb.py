@@ -189,7 +189,7 @@ def test_a_base_is_in_both_repositories_and_restores_into_a_server_of_its_own(ho
         top,
     )
     try:
-        for _ in range(60):
+        for _attempt in range(60):
             answer = host.run(
                 "mariadb --no-defaults --default-character-set=utf8mb4 --socket=%s/run/s.sock -NB "
                 "-e 'SELECT count(*) FROM catalog_item' --database=%s",
@@ -231,7 +231,7 @@ def test_the_scheduled_check_measures_the_lag(host, probe):
 
 
 def test_a_base_taken_by_hand_is_kept_and_retention_keeps_two(host):
-    for _ in range(2):
+    for _base in range(2):
         result = host.run(f"{ENGINE_BIN}/pitr_backup_db.sh")
         assert result.rc == 0, result.stderr
         time.sleep(1.1)  # labels are to the second
