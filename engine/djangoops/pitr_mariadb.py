@@ -992,7 +992,6 @@ class MariaScratch(pitr.Scratch):
     def __init__(self, runner, settings, group_id, mysql, say):
         super().__init__(runner, settings, group_id, mysql, say)
         self.mysql = mysql  # (uid, gid)
-        self.socket_dir = os.path.join(self.top, "run")
         self.socket = os.path.join(self.socket_dir, "mysqld.sock")
         self.binlog = os.path.join(self.top, "binlog")
         self.pid_file = os.path.join(self.top, "mariadbd.pid")
@@ -1002,9 +1001,6 @@ class MariaScratch(pitr.Scratch):
         self.base = None
         self.logs = []
         self.replayed = ""
-
-    def answer_socket(self):
-        return self.socket
 
     def as_mysql(self, *argv):
         return ["runuser", "-u", "mysql", "--", *argv]

@@ -393,5 +393,5 @@ def test_restore_to_a_time_past_the_archive_or_before_the_first_base_changes_not
 
 def test_nothing_runs_the_archive_but_root(host):
     result = host.run("runuser -u shop -- %s/pitr_archive_db.sh --once", ENGINE_BIN)
-    assert result.rc != 0
+    assert result.rc == 3 and "pitr_archive_db.sh must be started as root" in result.stderr, result.stderr
     assert host.file(f"{ENGINE_BIN}/pitr_archive_db.sh").user == "root"
